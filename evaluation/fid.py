@@ -1,0 +1,139 @@
+"""FID and KID from stored per-sample features, and the Inception feature extractor.
+
+FID/KID describe distributions, not samples: the scorer stores `fid_frames` feature vectors per
+generated clip, and any group of rows (a variant, a checkpoint) is compared with a reference frame set
+later, from the stored vectors alone. Formulas are torchmetrics': FID is the Fréchet distance of the two
+Gaussian fits, ||mu1 - mu2||² + Tr(S1 + S2 - 2 (S1 S2)^½), with Tr (S1 S2)^½ = sum of sqrt(eigenvalues)
+(torchmetrics' `_compute_fid`); KID is the unbiased MMD² with the cubic polynomial kernel
+k(x, y) = (x·y / D + 1)³, averaged over random subsets (torchmetrics' `poly_mmd`).
+Values depend on the feature extractor: Inception FIDs are comparable with the paper's (its 550–700 use
+few frames), CLIP-feature FIDs are on another scale.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from .config import EvaluationError, offline
+
+#: torch-fidelity's Inception-v3 weights (downloaded to torch.hub.get_dir()/checkpoints by default).
+INCEPTION_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_URL = f"https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/{INCEPTION_WEIGHTS}"
+
+
+def _features(x: np.ndarray, name: str) -> np.ndarray:
+    x = np.asarray(x, np.float64)
+    if x.ndim != 2:
+        raise EvaluationError(f"{name} features must be a 2-D array [N, D], got shape {x.shape}")
+    if x.shape[0] < 2:
+        raise EvaluationError(f"{name} features have {x.shape[0]} row(s); FID/KID need at least 2 samples")
+    if not np.isfinite(x).all():
+        raise EvaluationError(f"{name} features contain NaN/inf")
+    return x
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between feature sets a [N, D] and b [M, D] (same D, N, M >= 2).
+
+    Computed in float64 with torchmetrics' closed form. With fewer samples than dimensions the
+    covariances are singular; the formula stays defined but the value is biased upward (FID is biased
+    for small N: compare FIDs only at equal set sizes).
+    """
+    import torch
+    from torchmetrics.image.fid import _compute_fid
+
+    a, b = _features(a, "first"), _features(b, "second")
+    if a.shape[1] != b.shape[1]:
+        raise EvaluationError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]} (different extractors?)")
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    value = float(_compute_fid(ta.mean(0), torch.cov(ta.T).reshape(a.shape[1], -1),
+                               tb.mean(0), torch.cov(tb.T).reshape(b.shape[1], -1)))
+    if not np.isfinite(value):
+        raise EvaluationError("FID is not finite for these features (degenerate covariance)")
+    return max(value, 0.0)  # exact 0 can come out as -1e-12
+
+
+def kid_from_features(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, subsets: int = 100,
+                      seed: int = 0) -> tuple[float, float]:
+    """KID (mean, std over `subsets` random subsets) between feature sets a [N, D] and b [M, D].
+
+    As torchmetrics' KernelInceptionDistance: each subset draws `subset_size` rows of each set without
+    replacement and takes the unbiased MMD² with the cubic polynomial kernel; the subset size is capped
+    at min(N, M). Seeded, so the same features give the same numbers.
+    """
+    import torch
+    from torchmetrics.image.kid import poly_mmd
+
+    a, b = _features(a, "first"), _features(b, "second")
+    if a.shape[1] != b.shape[1]:
+        raise EvaluationError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]} (different extractors?)")
+    if subsets < 1 or subset_size < 2:
+        raise EvaluationError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
+    m = min(subset_size, len(a), len(b))
+    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
+    gen = torch.Generator().manual_seed(seed)
+    values = torch.stack([
+        poly_mmd(ta[torch.randperm(len(ta), generator=gen)[:m]], tb[torch.randperm(len(tb), generator=gen)[:m]])
+        for _ in range(subsets)])
+    std = float(values.std(unbiased=False)) if subsets > 1 else 0.0
+    return float(values.mean()), std
+
+
+# ------------------------------------------------------------------------------ Inception features
+def inception_weights(checkpoint: str | None = None) -> Path | None:
+    """Local Inception weights: `checkpoint` if given, else torch-fidelity's file in the torch hub
+    cache; None when absent."""
+    import torch
+
+    path = Path(checkpoint).expanduser() if checkpoint else Path(torch.hub.get_dir()) / "checkpoints" / INCEPTION_WEIGHTS
+    return path if path.is_file() else None
+
+
+def inception_available(checkpoint: str | None = None) -> bool:
+    """Whether Inception features can be computed here without a download."""
+    import importlib.util
+
+    return importlib.util.find_spec("torch_fidelity") is not None and inception_weights(checkpoint) is not None
+
+
+@lru_cache(maxsize=None)
+def load_inception(checkpoint: str | None, device: str = "cpu"):
+    """torchmetrics' Inception-v3 ("inception-v3-compat", 2048-d pool features), loaded once."""
+    import importlib.util
+
+    if importlib.util.find_spec("torch_fidelity") is None:
+        raise EvaluationError("Inception FID features need torch-fidelity: pip install torch-fidelity "
+                              "(or torchmetrics[image]); or use fid_features='clip'")
+    path = inception_weights(checkpoint)
+    if checkpoint and path is None:
+        raise EvaluationError(f"Inception weights not found: {checkpoint}; download {INCEPTION_URL}")
+    if path is None and offline():
+        import torch
+        raise EvaluationError(
+            f"Inception weights are not in the torch hub cache and HF_HUB_OFFLINE is set; download "
+            f"{INCEPTION_URL} into {Path(torch.hub.get_dir()) / 'checkpoints'} or give "
+            "fid_checkpoint=/path/to/it, or use fid_features='clip'")
+    from torchmetrics.image.fid import NoTrainInceptionV3
+
+    try:
+        net = NoTrainInceptionV3(name="inception-v3-compat", features_list=["2048"],
+                                 feature_extractor_weights_path=str(path) if path else None)
+    except Exception as exc:  # noqa: BLE001
+        raise EvaluationError(f"cannot load Inception weights ({type(exc).__name__}: {exc}); download "
+                              f"{INCEPTION_URL} and give fid_checkpoint=, or use fid_features='clip'") from None
+    return net.to(device).eval()
+
+
+def inception_features(net, frames: np.ndarray, device: str = "cpu", batch_size: int = 32) -> np.ndarray:
+    """2048-d Inception pool features of uint8 frames [N, H, W, 3] (resized to 299 inside)."""
+    import torch
+
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(frames), batch_size):
+            x = torch.from_numpy(np.ascontiguousarray(frames[i:i + batch_size])).permute(0, 3, 1, 2)
+            out.append(net(x.to(device)).reshape(len(x), -1).float().cpu())
+    return torch.cat(out).numpy()

@@ -1,0 +1,289 @@
+"""The scorer: one object per backbone configuration that turns a generated clip into a result row.
+
+Inputs are frames (uint8 [T, H, W, 3], numpy or torch) and prompts, or video files read with the
+project's `videoio`. Any size and length is accepted; how the reference is matched to the generated
+clip is documented on `Scorer.score`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import videoio
+
+from . import clip as clipm
+from . import fid as fidm
+from . import motion as motionm
+from .config import EvaluationError, ScorerConfig
+
+#: Bump when a metric's definition or preprocessing changes, so stored numbers can be told apart.
+EVALUATION_VERSION = "1"
+
+METRICS = ("text_similarity", "temporal_consistency", "appearance_leakage", "motion_fidelity",
+           "motion_fidelity_two_way")
+
+MIN_SIDE = 16
+
+
+def as_frames(frames: Any, name: str = "video") -> np.ndarray:
+    """Check and convert frames to a uint8 numpy array [T, H, W, 3] (RGB), T >= 2."""
+    try:
+        import torch
+        if isinstance(frames, torch.Tensor):
+            frames = frames.detach().cpu().numpy()
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    x = np.asarray(frames)
+    if x.dtype != np.uint8:
+        raise EvaluationError(f"{name} frames must be uint8 0–255, got dtype {x.dtype} "
+                              "(convert with (x * 255).round().clip(0, 255).astype(np.uint8))")
+    if x.ndim != 4 or x.shape[-1] != 3:
+        hint = " (channels first? use x.permute(0, 2, 3, 1))" if x.ndim == 4 and x.shape[1] == 3 else ""
+        raise EvaluationError(f"{name} frames must be shaped [T, H, W, 3], got {tuple(x.shape)}{hint}")
+    if x.shape[0] < 2:
+        raise EvaluationError(f"{name} has a single frame; temporal metrics need at least 2 frames")
+    if min(x.shape[1:3]) < MIN_SIDE:
+        raise EvaluationError(f"{name} frames are {x.shape[1]}×{x.shape[2]}; at least {MIN_SIDE} px per side needed")
+    return x
+
+
+def even_indices(length: int, count: int) -> np.ndarray:
+    """`count` evenly spaced frame indices over 0..length-1 (nearest frame; repeats when count > length)."""
+    return np.round(np.linspace(0, length - 1, count)).astype(int)
+
+
+class Scorer:
+    """Scores generated clips with the backbones of one ScorerConfig, loaded once (use `get_scorer`)."""
+
+    def __init__(self, config: ScorerConfig) -> None:
+        self.config = config
+        self.clip = clipm.load_clip(config.clip, config.clip_pretrained, config.device, config.seed)
+        self.cotracker = (motionm.load_cotracker(config.tracker_checkpoint, config.device)
+                          if config.tracker == "cotracker3" else None)
+        use_inception = config.fid_features == "inception" or (
+            config.fid_features == "auto" and fidm.inception_available(config.fid_checkpoint))
+        self.inception = fidm.load_inception(config.fid_checkpoint, config.device) if use_inception else None
+
+    # ------------------------------------------------------------------------------------ describe
+    def describe(self) -> dict[str, Any]:
+        """How results of this scorer were made: flat and JSON-able, to be stored with every row.
+
+        `pretrained_metrics` is True only when every learned backbone in use has trained weights (the
+        LK tracker has none to have); False means the numbers test plumbing, not the method.
+        """
+        c = self.config
+        fid_pretrained = self.inception is not None or self.clip.pretrained
+        return {
+            "clip_backbone": self.clip.name,
+            "clip_pretrained": self.clip.pretrained,
+            "tracker": c.tracker,
+            "tracker_checkpoint": c.tracker_checkpoint or ("torch.hub:facebookresearch/co-tracker"
+                                                           if c.tracker == "cotracker3" else ""),
+            "grid_size": c.grid_size,
+            "motion_filter": (f"moving>{c.min_motion:g}px/frame in {motionm.MOVING_FRACTION:.0%} of steps"
+                              if c.min_motion > 0 else "none"),
+            "min_motion": c.min_motion,
+            "fid_backbone": "inception-v3-compat" if self.inception is not None else f"clip:{self.clip.name}",
+            "fid_frames": c.fid_frames,
+            "pretrained_metrics": bool(self.clip.pretrained and fid_pretrained),
+            "evaluation_version": EVALUATION_VERSION,
+        }
+
+    # ------------------------------------------------------------------------------- building blocks
+    def embed(self, frames: np.ndarray) -> np.ndarray:
+        """Normalised CLIP image embeddings [T, D] of uint8 frames [T, H, W, 3]."""
+        return clipm.encode_frames(self.clip, frames)
+
+    def track(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
+        """Tracks [T, N, 2] of the frame-0 grid and the grid side used (clipped to fit the frame)."""
+        _, h, w, _ = frames.shape
+        g = motionm.effective_grid_size(self.config.grid_size, h, w)
+        if self.cotracker is not None:
+            return motionm.track_cotracker(self.cotracker, frames, g, self.config.device), g
+        return motionm.track_lk(frames, motionm.grid_points(g, h, w)), g
+
+    def fid_features(self, frames: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
+        """float32 [fid_frames, D] features of `fid_frames` evenly spaced frames (repeated when the clip
+        is shorter, so every row has the same shape). `embeddings`: CLIP embeddings of all `frames`,
+        reused when the FID backbone is CLIP."""
+        idx = even_indices(len(frames), self.config.fid_frames)
+        if self.inception is not None:
+            feats = fidm.inception_features(self.inception, frames[idx], self.config.device)
+        elif embeddings is not None:
+            feats = embeddings[idx]
+        else:
+            uniq, inverse = np.unique(idx, return_inverse=True)
+            feats = self.embed(frames[uniq])[inverse]
+        return np.asarray(feats, np.float32)
+
+    # ----------------------------------------------------------------------------------------- score
+    def score(self, generated: Any, prompt: str, reference: Any = None,
+              resample_reference: bool = True) -> dict[str, Any]:
+        """Score one generated clip against its edit prompt and (optionally) the reference video.
+
+        Returns a flat dict: the five metrics (float, or None when not computable), `unavailable`
+        ("" or "metric: reason; ..."), `motion_grid` (grid side used), `motion_tracks` /
+        `motion_tracks_reference` (tracks that entered S after the foreground filter),
+        `seconds_clip` / `seconds_motion` / `seconds_fid`, and `fid_features` (float32 [fid_frames, D]).
+        Without a reference, appearance_leakage and both motion metrics are None with the reason.
+
+        Matching the reference to the generated clip (any size, any length):
+        space — resize to cover the generated H×W keeping the aspect ratio, then centre crop (as frames
+        are prepared for inversion); time — the reference is taken to span the same time as the clip:
+        a longer one is subsampled to the clip's frame count (nearest frames, evenly spaced) before
+        tracking, a shorter one is tracked whole and its tracks are linearly interpolated to the clip's
+        frame count. With `resample_reference=False`, any mismatch is an EvaluationError instead.
+        The metrics never hold NaN: a non-finite value becomes None with its reason.
+        """
+        gen = as_frames(generated, "generated video")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise EvaluationError(f"the edit prompt is empty ({prompt!r}); give the text the clip was generated from")
+        ref = None if reference is None else self._match_reference(as_frames(reference, "reference video"),
+                                                                    gen, resample_reference)
+        out: dict[str, Any] = {k: None for k in METRICS}
+        why: dict[str, str] = {}
+
+        t0 = time.perf_counter()
+        gen_emb = self.embed(gen)
+        text_emb = clipm.encode_text(self.clip, prompt.strip())
+        self._put(out, why, "text_similarity", lambda: clipm.text_similarity(gen_emb, text_emb))
+        self._put(out, why, "temporal_consistency", lambda: clipm.temporal_consistency(gen_emb))
+        if ref is not None:
+            ref_idx = np.unique(even_indices(len(ref), min(len(ref), len(gen))))
+            ref_emb = self.embed(ref[ref_idx])
+            self._put(out, why, "appearance_leakage", lambda: clipm.appearance_leakage(gen_emb, ref_emb))
+        t1 = time.perf_counter()
+
+        out.update(motion_grid=None, motion_tracks=None, motion_tracks_reference=None)
+        if ref is not None:
+            self._motion(gen, ref, out, why)
+        else:
+            for k in ("appearance_leakage", "motion_fidelity", "motion_fidelity_two_way"):
+                why[k] = "no reference video given"
+        t2 = time.perf_counter()
+        features = self.fid_features(gen, gen_emb)
+        if not np.isfinite(features).all():
+            raise EvaluationError("FID features of the generated clip are not finite (backbone failure)")
+        t3 = time.perf_counter()
+
+        out["unavailable"] = "; ".join(f"{k}: {v}" for k, v in why.items())
+        out.update(seconds_clip=t1 - t0, seconds_motion=t2 - t1, seconds_fid=t3 - t2, fid_features=features)
+        return out
+
+    @staticmethod
+    def _put(out: dict, why: dict, key: str, compute) -> None:
+        try:
+            value = float(compute())
+        except EvaluationError as exc:
+            why[key] = str(exc)
+            return
+        if np.isfinite(value):
+            out[key] = value
+        else:
+            why[key] = f"came out {value} (non-finite)"
+
+    def _match_reference(self, ref: np.ndarray, gen: np.ndarray, resample: bool) -> np.ndarray:
+        t, h, w = gen.shape[:3]
+        if not resample and ref.shape[:3] != (t, h, w):
+            raise EvaluationError(
+                f"reference has {ref.shape[0]} frames of {ref.shape[1]}×{ref.shape[2]} but the generated clip "
+                f"{t} frames of {h}×{w}; mismatched lengths/sizes need resample_reference=True")
+        if ref.shape[1:3] != (h, w):
+            ref = videoio.resize_center_crop(ref, h, w)
+        return ref
+
+    def _motion(self, gen: np.ndarray, ref: np.ndarray, out: dict, why: dict) -> None:
+        t = len(gen)
+        ref_frames = ref[even_indices(len(ref), t)] if len(ref) > t else ref
+        gen_tracks, g = self.track(gen)
+        ref_tracks, _ = self.track(ref_frames)
+        ref_tracks = motionm.resample_tracks(ref_tracks, t)
+        out["motion_grid"] = g
+        try:
+            res = motionm.motion_fidelity(gen_tracks, ref_tracks, self.config.min_motion)
+        except EvaluationError as exc:
+            why["motion_fidelity"] = why["motion_fidelity_two_way"] = str(exc)
+            return
+        out["motion_tracks"], out["motion_tracks_reference"] = res.tracks_generated, res.tracks_reference
+        self._put(out, why, "motion_fidelity", lambda: res.score)
+        self._put(out, why, "motion_fidelity_two_way", lambda: res.two_way)
+
+
+_SCORERS: dict[ScorerConfig, Scorer] = {}
+_LOCK = threading.Lock()
+
+
+def get_scorer(config: ScorerConfig | None = None) -> Scorer:
+    """The process-wide scorer for `config` (default: offline defaults); backbones load on first use
+    and are reused by every later call with an equal config. Missing weights fail here, at once."""
+    config = config or ScorerConfig()
+    if not isinstance(config, ScorerConfig):
+        raise EvaluationError(f"expected a ScorerConfig, got {type(config).__name__}")
+    with _LOCK:
+        scorer = _SCORERS.get(config)
+        if scorer is None:
+            scorer = _SCORERS[config] = Scorer(config)
+    return scorer
+
+
+def _read(path: str | os.PathLike, role: str) -> np.ndarray:
+    try:
+        return videoio.read_video(path)
+    except videoio.VideoError as exc:
+        raise EvaluationError(f"{role} video: {exc}") from None
+
+
+def score_files(reference_path: str | os.PathLike, generated_path: str | os.PathLike, prompt: str,
+                cfg: ScorerConfig | None = None) -> dict[str, Any]:
+    """Score a generated video file against a reference video file: metrics + describe() + inputs.
+
+    This is what `motion-sweep score` prints; any size and length is accepted (see Scorer.score).
+    """
+    scorer = get_scorer(cfg)
+    gen = _read(generated_path, "generated")
+    ref = _read(reference_path, "reference")
+    result = scorer.score(gen, prompt, ref)
+    result.update(scorer.describe())
+    result.update(generated=str(generated_path), reference=str(reference_path), prompt=prompt,
+                  generated_shape=f"{gen.shape[0]}x{gen.shape[1]}x{gen.shape[2]}",
+                  reference_shape=f"{ref.shape[0]}x{ref.shape[1]}x{ref.shape[2]}")
+    return result
+
+
+def reference_features(folder: str | os.PathLike, cfg: ScorerConfig | None = None,
+                       frames_per_video: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """FID/KID features [N, D] of a reference frame set: evenly spaced frames of every video in `folder`.
+
+    Videos are the files with a video suffix and the sub-folders of frame images (DAVIS'
+    JPEGImages/480p/<name>/ layout), in name order. `frames_per_video` defaults to cfg.fid_frames (the
+    same count per clip as the generated side); `size` (H, W) resizes/centre-crops frames to the
+    generated clips' size first, so both sets see the same framing.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise EvaluationError(f"reference set folder not found: {folder}")
+    scorer = get_scorer(cfg)
+    k = frames_per_video or scorer.config.fid_frames
+    entries = sorted(p for p in folder.iterdir()
+                     if (p.is_file() and p.suffix.lower() in videoio.VIDEO_SUFFIXES)
+                     or (p.is_dir() and any(q.suffix.lower() in videoio.IMAGE_SUFFIXES for q in p.iterdir())))
+    if not entries:
+        raise EvaluationError(f"{folder} holds no videos ({', '.join(videoio.VIDEO_SUFFIXES)} files or folders "
+                              "of frames)")
+    feats = []
+    for p in entries:
+        frames = _read(p, "reference set")
+        frames = frames[np.unique(even_indices(len(frames), min(k, len(frames))))]
+        if size is not None:
+            frames = videoio.resize_center_crop(frames, int(size[0]), int(size[1]))
+        if scorer.inception is not None:
+            feats.append(fidm.inception_features(scorer.inception, frames, scorer.config.device))
+        else:
+            feats.append(scorer.embed(frames))
+    return np.concatenate(feats).astype(np.float32)

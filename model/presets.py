@@ -1,0 +1,207 @@
+"""Base text-to-video models ("presets") and how to load them.
+
+`zeroscope` is the paper's model. `tiny` is the embedded default for machines without weights: the same
+block types as ZeroScope at toy width, seeded random weights, written once with `save_pretrained` and then
+loaded through exactly the same `from_pretrained` path as ZeroScope. Its numbers test plumbing, not science.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+TINY_FORMAT = 1  # bump when the tiny architecture changes, so stale caches are rebuilt
+
+
+class ModelNotFoundError(RuntimeError):
+    """The base model's weights are not where we were told to find them."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A base model plus the resolution it works at and the metric backbones that suit it."""
+
+    name: str
+    model: str  # hub id or local directory holding a diffusers TextToVideoSDPipeline
+    num_frames: int
+    height: int
+    width: int
+    fps: int
+    clip: str  # evaluation backbone, "model" or "model/pretrained_tag"
+    tracker: str
+    description: str
+
+    def with_model(self, model: str | os.PathLike | None) -> "Preset":
+        """The same preset loading its weights from another place (a local copy of the hub repo)."""
+        return self if model is None else replace(self, model=str(model))
+
+
+PRESETS: dict[str, Preset] = {
+    "zeroscope": Preset(
+        name="zeroscope",
+        model="cerspense/zeroscope_v2_576w",
+        num_frames=24, height=320, width=576, fps=8,
+        clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
+        description="the paper's setting: ZeroScope v2 576w, 24 frames at 320x576",
+    ),
+    "tiny": Preset(
+        name="tiny",
+        model="",  # filled in by tiny_model_dir() on first use
+        num_frames=8, height=64, width=64, fps=8,
+        clip="ViT-S-32", tracker="lk",
+        description="seeded random toy model with ZeroScope's block types (offline plumbing tests)",
+    ),
+}
+
+
+def get_preset(name: str, model: str | os.PathLike | None = None) -> Preset:
+    """Look a preset up by name; `model` points it at another copy of its weights."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    preset = PRESETS[name]
+    if name == "tiny" and model is None:
+        model = tiny_model_dir()
+    return preset.with_model(model)
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MOTION_SWEEP_CACHE", Path.home() / ".cache" / "motion-sweep"))
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_pipeline(preset: Preset | str, device: str | torch.device | None = None,
+                  dtype: torch.dtype | None = None):
+    """Load the preset's `TextToVideoSDPipeline` with diffusers `from_pretrained` (hub id or local dir).
+
+    CUDA defaults to fp16 (ZeroScope's published weights are fp16), CPU to fp32.
+    """
+    from diffusers import TextToVideoSDPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    device = torch.device(device) if device is not None else default_device()
+    dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
+    if preset.name == "tiny" and preset.model == str(tiny_model_dir()):
+        build_tiny_model(Path(preset.model))
+    from transformers.utils import logging as transformers_logging
+
+    diffusers_logging.disable_progress_bar()  # per-component loading bars drown the real progress output
+    transformers_logging.disable_progress_bar()
+    previous = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()  # TextToVideoSDPipeline's deprecation banner on every load
+    try:
+        pipe = TextToVideoSDPipeline.from_pretrained(preset.model, dtype=dtype)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise ModelNotFoundError(_missing_model_message(preset, exc)) from None
+    finally:
+        diffusers_logging.set_verbosity(previous)
+    pipe.set_progress_bar_config(disable=True)
+    pipe.unet.requires_grad_(False)
+    pipe.vae.requires_grad_(False)
+    pipe.text_encoder.requires_grad_(False)
+    return pipe.to(device)
+
+
+def _missing_model_message(preset: Preset, exc: Exception) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+    looks_local = Path(preset.model).exists() or preset.model.startswith(("/", ".", "~")) \
+        or preset.model.count("/") != 1
+    where = "local directory" if looks_local else "hub id"
+    lines = [
+        f"cannot load the base model of preset {preset.name!r} from {where} {preset.model!r}: "
+        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+        "To provide it: on a machine with hub access run "
+        f"`hf download {PRESETS[preset.name].model or '<repo>'} --local-dir /path/to/model`, copy the folder "
+        "where this machine (or every cluster worker) can read it, and pass it with --model /path/to/model "
+        "(spec: `model: /path/to/model`).",
+    ]
+    if offline:
+        lines.append("HF_HUB_OFFLINE=1 is set, so nothing is downloaded; unset it to let diffusers fetch the model.")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------------
+# The tiny preset: built from configs with seeded random weights, saved once, loaded like ZeroScope.
+
+def tiny_model_dir() -> Path:
+    return cache_dir() / f"tiny-v{TINY_FORMAT}"
+
+
+def build_tiny_model(path: Path, seed: int = 0) -> Path:
+    """Write the tiny pipeline to `path` unless it is already there (atomic: built aside, then renamed)."""
+    path = Path(path)
+    if (path / "model_index.json").exists():
+        return path
+    from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline, UNet3DConditionModel
+    from diffusers.utils import logging as diffusers_logging
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(seed)
+    unet = UNet3DConditionModel(  # ZeroScope's block types at toy width
+        sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
+        cross_attention_dim=32, attention_head_dim=4,
+    )
+    vae = AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
+        sample_size=64, scaling_factor=0.18215,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        max_position_embeddings=77, projection_dim=32, bos_token_id=49406, eos_token_id=49407, pad_token_id=49407,
+    ))
+    # Stock init zeroes some output layers (temporal convs); give every path random weights so the
+    # motion embeddings measurably change the output.
+    with torch.no_grad():
+        for module in (unet, vae):
+            for p in module.parameters():
+                if p.dim() > 1 and not p.any():
+                    p.normal_(0, 0.02)
+    scheduler = DDIMScheduler(  # ZeroScope's scheduler config
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", num_train_timesteps=1000,
+        clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="epsilon",
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}-"))
+    try:
+        tokenizer = clip_tokenizer()
+        previous = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet,
+                                         scheduler=scheduler)
+        finally:
+            diffusers_logging.set_verbosity(previous)
+        pipe.save_pretrained(tmp)
+        (tmp / "motion_sweep_tiny.json").write_text(json.dumps({"format": TINY_FORMAT, "seed": seed}))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process won the race; its copy is identical
+            if not (path / "model_index.json").exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logging.getLogger(__name__).info("built the tiny preset at %s", path)
+    return path
+
+
+def clip_tokenizer():
+    """A transformers CLIPTokenizer from the CLIP BPE vocabulary that open_clip ships (works offline)."""
+    from open_clip.tokenizer import SimpleTokenizer
+    from transformers import CLIPTokenizer
+
+    bpe = SimpleTokenizer()
+    specials = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    vocab = {specials.get(tok, tok): idx for tok, idx in bpe.encoder.items()}
+    merges = sorted(bpe.bpe_ranks, key=bpe.bpe_ranks.get)
+    return CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)

@@ -1,0 +1,549 @@
+"""The sweep spec: one YAML file that says which videos, prompts and axes to run.
+
+Validated with pydantic before any Ray work. Every problem is collected into one `SpecError` whose
+message lists each (field path + what is accepted), so a user fixes a spec in one round trip.
+
+    spec = load_spec("paper.yaml")                      # relative paths resolve against the file's folder
+    spec = Spec.model_validate(raw_dict)                # relative paths resolve against the cwd
+    spec = Spec.model_validate(raw, context={"base_dir": "/data", "check_files": False})
+
+Pure Python + pydantic + pyyaml: importing this module must never pull in torch, ray or `model`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
+
+import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    create_model,
+    field_validator,
+    model_validator,
+)
+
+# --------------------------------------------------------------------------------------------------
+# Accepted values.
+
+QK_DESIGNS = ("1d", "2d")
+V_DESIGNS = ("2d", "1d")
+REMOVE = ("none", "qk", "v", "both")
+DEBIAS = ("difference", "normalize", "none", "drop")
+LOSSES = ("base", "debiased_temporal")
+NOISE_INITS = ("blend", "random")
+TRACKERS = ("lk", "cotracker3")
+
+#: Mirror of `model.presets.PRESETS` (base model id, default size/frames/fps, metric backbones).
+#: Duplicated because `model` imports torch and the spec must validate without it; keep in sync.
+PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
+    "zeroscope": {"model": "cerspense/zeroscope_v2_576w", "frames": 24, "height": 320, "width": 576, "fps": 8,
+                  "clip": "ViT-B-32/laion2b_s34b_b79k", "tracker": "cotracker3"},
+    "tiny": {"model": "tiny", "frames": 8, "height": 64, "width": 64, "fps": 8,
+             "clip": "ViT-S-32", "tracker": "lk"},
+}
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi")  # same as videoio.py
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
+RESERVED_NAMES = ("store",)  # top-level folders of the storage root that are not sweeps
+
+#: Axes that vary the sample but are not part of the variant (replicates / the checkpoint column).
+NON_VARIANT_AXES = ("inversion.steps", "generation.seed")
+#: Inversion settings that only matter when something is optimised (irrelevant for the base model).
+OPTIMISATION_ONLY = ("steps", "lr", "weight_decay", "loss", "slots", "placement", "checkpoints")
+#: Inversion settings that feed the (shared) DDIM inversion of the reference video.
+DDIM_SETTINGS = ("frames", "start", "stride", "height", "width", "ddim_steps")
+#: List-valued settings: they cannot be axes (an axis value must be a scalar).
+LIST_SETTINGS = ("checkpoints", "placement")
+
+
+class SpecError(ValueError):
+    """A spec that cannot be run. `.problems` lists every problem found, one string each."""
+
+    def __init__(self, problems: list[str], source: str | os.PathLike | None = None):
+        self.problems = list(problems)
+        self.source = str(source) if source is not None else None
+        where = f" {self.source}" if self.source else ""
+        n = len(self.problems)
+        head = f"invalid sweep spec{where}: {n} problem{'s' if n != 1 else ''}"
+        super().__init__(head + "".join(f"\n  - {p}" for p in self.problems))
+
+
+# --------------------------------------------------------------------------------------------------
+# Small types.
+
+def _no_duplicates(values: list) -> list:
+    seen = []
+    for v in values:
+        if v in seen:
+            raise ValueError(f"duplicate value {v!r} (each value once)")
+        seen.append(v)
+    return values
+
+
+PosInt = Annotated[int, Field(gt=0)]
+NonNegInt = Annotated[int, Field(ge=0)]
+PosFloat = Annotated[float, Field(gt=0)]
+NonNegFloat = Annotated[float, Field(ge=0)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+def _multiple_of_8(v: Optional[int]) -> Optional[int]:
+    if v is not None and v % 8:
+        raise ValueError(f"{v} is not a multiple of 8 (the VAE downsamples by 8)")
+    return v
+
+
+Size = Annotated[Optional[PosInt], AfterValidator(_multiple_of_8)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=False)
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks.
+
+class InversionConfig(_Strict):
+    """Inversion hyperparameters (names are `model`'s). None = the preset's default, filled in on validation."""
+
+    frames: Optional[PosInt] = None  # preset default (ZeroScope: 24)
+    start: NonNegInt = 0
+    stride: PosInt = 1
+    steps: PosInt = 400
+    lr: PosFloat = 0.02
+    weight_decay: NonNegFloat = 0.01
+    loss: Literal[LOSSES] = "base"  # type: ignore[valid-type]
+    checkpoints: Optional[list[PosInt]] = None  # steps at which embeddings are evaluated; default [steps]
+    placement: list[Text] = Field(default_factory=lambda: ["down_blocks.2", "up_blocks.1"], min_length=1)
+    slots: PosInt = 32
+    ddim_steps: PosInt = 50
+    height: Size = None
+    width: Size = None
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _sorted_checkpoints(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        return sorted(set(v)) if v else v
+
+    @field_validator("placement")
+    @classmethod
+    def _block_prefixes(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if not p.split(".")[0] in ("down_blocks", "up_blocks", "mid_block")]
+        if bad:
+            raise ValueError(f"{bad} are not UNet block prefixes (accepted: down_blocks.N, up_blocks.N, mid_block)")
+        return _no_duplicates(v)
+
+
+class GenerationConfig(_Strict):
+    steps: PosInt = 30
+    guidance: NonNegFloat = 12.0
+    noise_init: Literal[NOISE_INITS] = "blend"  # type: ignore[valid-type]
+    noise_prior: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
+    negative_prompt: str = ""
+    fps: Optional[PosInt] = None  # preset default (8)
+    seed: Optional[NonNegInt] = None  # None: the `seed` axis seeds generation too
+
+
+class MetricsConfig(_Strict):
+    clip: Optional[Text] = None  # "model" or "model/pretrained_tag"; None = the preset's backbone
+    tracker: Optional[Literal[TRACKERS]] = None  # type: ignore[valid-type]  # None: the preset's
+    fid: Text = "auto"
+    grid_size: Optional[PosInt] = None
+    min_motion: NonNegFloat = 0.0
+
+
+class Resources(_Strict):
+    gpu: NonNegFloat = 0.0  # per trial; fractional allowed
+    cpu: PosFloat = 1.0
+
+
+def _axis_list(item: Any) -> Any:
+    return Annotated[list[item], Field(min_length=1), AfterValidator(_no_duplicates)]
+
+
+def _axis_model(name: str, config: type[BaseModel]) -> type[BaseModel]:
+    """An axes group with one optional list per scalar setting of `config`, same types and bounds."""
+    fields: dict[str, Any] = {}
+    for fname, info in config.model_fields.items():
+        if fname in LIST_SETTINGS:
+            continue
+        item = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
+        fields[fname] = (Optional[_axis_list(item)], None)
+    return create_model(name, __base__=_Strict, **fields)
+
+
+InversionAxes = _axis_model("InversionAxes", InversionConfig)
+GenerationAxes = _axis_model("GenerationAxes", GenerationConfig)
+
+
+class Axes(_Strict):
+    """The grid. Every key is a list; `inversion.<name>` / `generation.<name>` sweep a hyperparameter."""
+
+    qk: _axis_list(Literal[QK_DESIGNS]) = ["1d"]  # type: ignore[valid-type]
+    v: _axis_list(Literal[V_DESIGNS]) = ["2d"]  # type: ignore[valid-type]
+    remove: _axis_list(Literal[REMOVE]) = ["none"]  # type: ignore[valid-type]
+    debias: _axis_list(Literal[DEBIAS]) = ["difference"]  # type: ignore[valid-type]
+    seed: _axis_list(NonNegInt) = [0]  # type: ignore[valid-type]
+    inversion: InversionAxes = Field(default_factory=InversionAxes)  # type: ignore[valid-type]
+    generation: GenerationAxes = Field(default_factory=GenerationAxes)  # type: ignore[valid-type]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_dotted(cls, data: Any) -> Any:
+        """`inversion.lr: [...]` (how users write it) -> `inversion: {lr: [...]}` (how it is validated)."""
+        if not isinstance(data, dict):
+            return data
+        out: dict[str, Any] = {}
+        nested: dict[str, dict[str, Any]] = {"inversion": {}, "generation": {}}
+        for key, value in data.items():
+            stage, dot, name = str(key).partition(".")
+            if dot and stage in nested:
+                nested[stage][name] = value
+            else:
+                out[key] = value
+        for stage, values in nested.items():
+            if values:
+                current = out.get(stage)
+                out[stage] = {**current, **values} if isinstance(current, dict) else values
+        return out
+
+    def hyper(self) -> dict[str, list]:
+        """Swept hyperparameters as {"inversion.lr": [...], ...}, in declaration order."""
+        out: dict[str, list] = {}
+        for stage in ("inversion", "generation"):
+            for name, values in getattr(self, stage).model_dump(exclude_none=True).items():
+                out[f"{stage}.{name}"] = list(values)
+        return out
+
+    def values(self) -> dict[str, list]:
+        """Every axis (design axes first, then hyperparameter axes) with its values."""
+        return {"qk": list(self.qk), "v": list(self.v), "remove": list(self.remove),
+                "debias": list(self.debias), "seed": list(self.seed), **self.hyper()}
+
+
+class DataItem(_Strict):
+    """One reference video, the prompt describing it, and the edit prompts to generate for it."""
+
+    video: Text  # file (mp4/gif/webm/...) or folder of frames; local path or URI
+    source_prompt: Text
+    prompts: Annotated[list[Text], Field(min_length=1), AfterValidator(_no_duplicates)]
+    id: Optional[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]] = None  # default: file stem
+    sha256: Optional[Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]] = None  # precomputed content hash
+
+    @field_validator("video")
+    @classmethod
+    def _resolve_and_check(cls, v: str, info: ValidationInfo) -> str:
+        ctx = info.context or {}
+        if "://" in v:
+            return v  # remote videos are checked by the planner when it hashes them
+        path = Path(v).expanduser()
+        if not path.is_absolute():
+            path = Path(ctx.get("data_base_dir") or ctx.get("base_dir") or os.getcwd()) / path
+        path = Path(os.path.normpath(path))
+        if ctx.get("check_files", True):
+            problem = video_problem(path)
+            if problem:
+                raise ValueError(f"{problem} (given as {v!r})")
+        return str(path)
+
+
+def video_problem(path: Path) -> Optional[str]:
+    """Why `path` cannot be a reference video, or None if it looks usable."""
+    if not path.exists():
+        return f"video not found: {path}"
+    if path.is_dir():
+        if not any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.iterdir()):
+            return f"folder {path} holds no frames ({', '.join(IMAGE_SUFFIXES)})"
+        return None
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        return f"{path} is not a video file (accepted: {', '.join(VIDEO_SUFFIXES)} or a folder of frames)"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# The spec.
+
+class Spec(_Strict):
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
+    preset: str
+    model: Optional[Text] = None  # hub id or local dir overriding the preset's weights
+    storage: Text = "./results"
+    data: Annotated[list[DataItem], Field(min_length=1)]
+    axes: Axes = Field(default_factory=Axes)
+    inversion: InversionConfig = Field(default_factory=InversionConfig)
+    generation: GenerationConfig = Field(default_factory=GenerationConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    resources: Resources = Field(default_factory=Resources)
+
+    # -- validation -------------------------------------------------------------------------------
+
+    @classmethod
+    def model_validate(cls, obj: Any, *, context: Optional[dict] = None, **kwargs: Any) -> "Spec":  # type: ignore[override]
+        """pydantic validation, with every problem gathered into one `SpecError`.
+
+        context: base_dir (relative paths; default cwd), check_files (default True), source (for messages).
+        """
+        ctx = {"base_dir": os.getcwd(), "check_files": True, **(context or {})}
+        try:
+            return super().model_validate(obj, context=ctx, **kwargs)
+        except ValidationError as exc:
+            raise SpecError(_problems(exc, ctx), source=ctx.get("source")) from None
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v in RESERVED_NAMES:
+            raise ValueError(f"{v!r} is reserved (the content-addressed store lives there); pick another name")
+        return v
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in PRESET_DEFAULTS:
+            raise ValueError(f"unknown preset {v!r}; accepted: {', '.join(PRESET_DEFAULTS)}")
+        return v
+
+    @field_validator("storage")
+    @classmethod
+    def _resolve_storage(cls, v: str, info: ValidationInfo) -> str:
+        if "://" in v:
+            scheme = v.split("://", 1)[0].lower()
+            if scheme not in STORAGE_SCHEMES:
+                raise ValueError(f"unsupported storage scheme {scheme!r}; accepted: a local folder or "
+                                 + ", ".join(f"{s}://" for s in STORAGE_SCHEMES))
+            return v
+        path = Path(v).expanduser()
+        if not path.is_absolute():  # relative to the spec file, like the videos
+            path = Path((info.context or {}).get("base_dir") or os.getcwd()) / path
+        return os.path.normpath(path)
+
+    @field_validator("data", mode="before")
+    @classmethod
+    def _load_manifest(cls, v: Any, info: ValidationInfo) -> Any:
+        """`data: manifest.jsonl|.csv` -> the list of items; its relative videos resolve against its folder."""
+        if not isinstance(v, (str, os.PathLike)):
+            return v
+        ctx = info.context if info.context is not None else {}
+        path = Path(v).expanduser()
+        if not path.is_absolute():
+            path = Path(ctx.get("base_dir") or os.getcwd()) / path
+        items = read_manifest(path)
+        ctx["data_base_dir"] = str(path.parent)
+        ctx["manifest"] = str(path)
+        return items
+
+    @model_validator(mode="after")
+    def _fill_and_cross_check(self) -> "Spec":
+        """Fill preset defaults; checks that need several fields (run once the fields themselves are valid)."""
+        preset = PRESET_DEFAULTS[self.preset]
+        for key in ("frames", "height", "width"):
+            if getattr(self.inversion, key) is None:
+                setattr(self.inversion, key, preset[key])
+        if self.generation.fps is None:
+            self.generation.fps = preset["fps"]
+        if self.metrics.clip is None:
+            self.metrics.clip = preset["clip"]
+        if self.metrics.tracker is None:
+            self.metrics.tracker = preset["tracker"]
+
+        problems: list[str] = []
+        # video ids: default to the file stem; two different videos may not share one
+        owners: dict[str, str] = {}
+        for i, item in enumerate(self.data):
+            if item.id is None:
+                stem = Path(item.video.rstrip("/")).name
+                item.id = Path(stem).stem if Path(stem).suffix.lower() in VIDEO_SUFFIXES else stem
+            prev = owners.setdefault(item.id, item.video)
+            if prev != item.video:
+                problems.append(f"data[{i}].id: video id {item.id!r} is also used by {prev}; "
+                                f"give each video a distinct `id:`")
+        # checkpoints against steps (block value or every value of the steps axis)
+        inv_axes = self.axes.inversion
+        steps_values = inv_axes.steps or [self.inversion.steps]
+        checkpoints = self.inversion.checkpoints
+        if checkpoints:
+            for steps in steps_values:
+                if not [c for c in checkpoints if c <= steps]:
+                    problems.append(f"inversion.checkpoints: none of {checkpoints} is <= steps={steps}; "
+                                    f"every steps value needs at least one checkpoint")
+            too_big = [c for c in checkpoints if c > max(steps_values)]
+            if too_big:
+                problems.append(f"inversion.checkpoints: {too_big} exceed steps={max(steps_values)}")
+        frames_values = inv_axes.frames or [self.inversion.frames]
+        slots_values = inv_axes.slots or [self.inversion.slots]
+        if max(frames_values) > min(slots_values):
+            problems.append(f"inversion.frames: {max(frames_values)} frames do not fit in "
+                            f"slots={min(slots_values)} (the embeddings reserve `slots` frames)")
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # -- helpers used by the planner and the trainable ---------------------------------------------
+
+    def axis_values(self) -> dict[str, list]:
+        return self.axes.values()
+
+    def checkpoints_for(self, steps: int) -> list[int]:
+        """The checkpoints evaluated for a run of `steps` steps."""
+        if not self.inversion.checkpoints:
+            return [steps]
+        return [c for c in self.inversion.checkpoints if c <= steps]
+
+    @property
+    def base_model(self) -> str:
+        """Which weights: the `model` override, else the preset's model id."""
+        return self.model or PRESET_DEFAULTS[self.preset]["model"]
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading.
+
+def load_spec(path: str | os.PathLike, *, check_files: bool = True) -> Spec:
+    """Read and validate a YAML spec; relative paths (videos, manifest, storage) resolve against its folder."""
+    path = Path(path).expanduser()
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError([f"cannot read the spec file: {exc.strerror or exc}"], source=path) from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError([f"not valid YAML: {exc}"], source=path) from None
+    if not isinstance(raw, dict):
+        raise SpecError([f"the spec must be a YAML mapping (name:, preset:, data:, axes: ...), got "
+                         f"{type(raw).__name__}"], source=path)
+    context = {"base_dir": str(path.resolve().parent), "check_files": check_files, "source": str(path)}
+    return Spec.model_validate(raw, context=context)
+
+
+def read_manifest(path: Path) -> list[dict]:
+    """A .jsonl (one item per line) or .csv (header video,source_prompt,prompts[,id]; prompts split by `|`)."""
+    if not path.exists():
+        raise ValueError(f"manifest not found: {path}")
+    suffix = path.suffix.lower()
+    items: list[dict] = []
+    problems: list[str] = []
+    if suffix == ".jsonl":
+        for n, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                problems.append(f"{path.name} line {n}: not JSON ({exc.msg})")
+                continue
+            items.append(item)
+    elif suffix == ".csv":
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            missing = {"video", "source_prompt", "prompts"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path.name}: missing column(s) {sorted(missing)} "
+                                 f"(header: video,source_prompt,prompts[,id,sha256])")
+            for row in reader:
+                item = {k: v for k, v in row.items() if k is not None and v not in (None, "")}
+                if "prompts" in item:
+                    item["prompts"] = [p.strip() for p in item["prompts"].split("|") if p.strip()]
+                items.append(item)
+    else:
+        raise ValueError(f"manifest {path.name}: accepted formats are .jsonl and .csv")
+    if problems:
+        raise ValueError("\n".join(problems))
+    return items
+
+
+# --------------------------------------------------------------------------------------------------
+# Turning pydantic errors into one line per problem.
+
+def _problems(exc: ValidationError, ctx: dict) -> list[str]:
+    out: list[str] = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(err["loc"])
+        where = _loc_str(loc, ctx)
+        kind = err["type"]
+        if kind == "value_error":  # our own validators; may hold several lines, each its own problem
+            lines = str(err["ctx"]["error"]).splitlines()
+            out.extend(f"{where}: {line}" if where else line for line in lines)
+            continue
+        if kind == "extra_forbidden":
+            msg = _unknown_key_message(loc)
+        elif kind == "missing":
+            msg = "required field is missing"
+        elif kind == "literal_error":
+            msg = f"{err['input']!r} is not accepted; accepted: {err['ctx']['expected']}"
+            if loc[:2] in (("axes", "qk"), ("axes", "v")):
+                msg += " (to remove an embedding use the `remove` axis)"
+        elif kind == "too_short" and loc and loc[-1] in ("prompts", "data"):
+            msg = "empty list; give at least one" + (" prompt" if loc[-1] == "prompts" else " video")
+        elif kind == "too_short":
+            msg = "empty list; give at least one value"
+        else:
+            msg = f"{err['msg']} (got {_short(err.get('input'))})"
+        out.append(f"{where}: {msg}" if where else msg)
+    return out
+
+
+def _loc_str(loc: tuple, ctx: dict) -> str:
+    s = ""
+    for part in loc:
+        if isinstance(part, int):
+            s += f"[{part}]"
+        else:
+            s += f".{part}" if s else str(part)
+    if ctx.get("manifest") and len(loc) > 1 and loc[0] == "data" and isinstance(loc[1], int):
+        s += f" (manifest {Path(ctx['manifest']).name} item {loc[1] + 1})"
+    return s
+
+
+def _unknown_key_message(loc: tuple) -> str:
+    if len(loc) == 3 and loc[0] == "axes" and loc[2] in LIST_SETTINGS:
+        return (f"{loc[1]}.{loc[2]} is a list setting and cannot be an axis"
+                + ("; list the steps to evaluate in inversion.checkpoints" if loc[2] == "checkpoints" else ""))
+    model = _model_at(loc[:-1])
+    if model is Axes:
+        accepted = ["qk", "v", "remove", "debias", "seed", "inversion.<name>", "generation.<name>"]
+    elif model in (InversionAxes, GenerationAxes):
+        accepted = list(model.model_fields)
+    elif model is not None:
+        accepted = list(model.model_fields)
+    else:
+        return "unknown key"
+    return f"unknown key; accepted: {', '.join(accepted)}"
+
+
+def _model_at(loc: tuple) -> Optional[type[BaseModel]]:
+    """The pydantic model that validates the mapping at `loc` (to list its accepted keys)."""
+    model: Optional[type[BaseModel]] = Spec
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is None or part not in model.model_fields:
+            return None
+        model = _find_model(model.model_fields[part].annotation)
+    return model
+
+
+def _find_model(annotation: Any) -> Optional[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) in (list, Union, Annotated) or get_args(annotation):
+        for arg in get_args(annotation):
+            found = _find_model(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,21 @@
+"""Test environment: offline hub, a per-session model cache, Ray on loopback, few threads."""
+
+import os
+import tempfile
+
+os.environ["HF_HUB_OFFLINE"] = "1"  # a missing weight fails at once instead of trying the network
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"  # Ray binds 127.0.0.1
+os.environ.setdefault("MOTION_SWEEP_CACHE", os.path.join(tempfile.gettempdir(), "motion-sweep-test-cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def tiny_pipe():
+    from model import load_pipeline
+
+    return load_pipeline("tiny", device="cpu")

@@ -1,0 +1,169 @@
+"""Video files in and out, and synthetic reference videos.
+
+Shared by `model` (reading reference videos, writing generated ones) and `evaluation` (scoring files),
+which must not import each other. Frames are always uint8 arrays shaped [T, H, W, 3] (RGB).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+class VideoError(ValueError):
+    """A video the user gave us cannot be used; the message says why and what to do."""
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """Read every frame of a video file (mp4/gif/webm/...) or a folder of images (sorted by name)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"video not found: {path} (give an mp4/gif/webm file or a folder of frames)")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not files:
+            raise VideoError(f"folder {path} holds no frames ({', '.join(IMAGE_SUFFIXES)} files expected)")
+        try:
+            frames = [_rgb(iio.imread(f)) for f in files]
+        except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+            raise VideoError(f"cannot read a frame in {path}: {exc}") from None
+        if len({f.shape for f in frames}) != 1:
+            raise VideoError(f"frames in {path} differ in size; resize them to one size first")
+        frames = np.stack(frames)
+    else:
+        if path.suffix.lower() in IMAGE_SUFFIXES:
+            raise VideoError(f"{path} is a still image, not a video; give a video file or a folder of frames")
+        try:
+            plugin = "pillow" if path.suffix.lower() == ".gif" else "pyav"
+            frames = iio.imread(path, plugin=plugin, index=None)
+        except Exception as exc:  # noqa: BLE001
+            raise VideoError(f"cannot decode video {path}: {type(exc).__name__}: {exc}") from None
+        frames = np.asarray(frames)
+        if frames.ndim == 3:  # a one-frame file comes back without the time axis
+            frames = frames[None]
+        frames = np.stack([_rgb(f) for f in frames])
+    if frames.shape[0] < 2:
+        raise VideoError(f"{path} has a single frame; a video needs at least 2")
+    return frames
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    frame = np.asarray(frame)
+    if frame.ndim == 2:
+        frame = np.repeat(frame[..., None], 3, axis=-1)
+    if frame.shape[-1] == 4:
+        frame = frame[..., :3]
+    if frame.dtype != np.uint8:
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    return frame
+
+
+def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Path:
+    """Write uint8 frames [T, H, W, 3] as mp4 (H.264) or gif, atomically (temp file, then rename)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    frames = np.asarray(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {tuple(frames.shape)}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=path.suffix)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".gif":
+            iio.imwrite(tmp, frames, plugin="pillow", duration=1000 / fps, loop=0)
+        else:
+            # yuv444p keeps small synthetic clips exact enough to track; odd sizes are fine with it.
+            iio.imwrite(tmp, frames, plugin="pyav", codec="libx264", fps=fps,
+                        out_pixel_format="yuv444p")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def sample_frames(frames: np.ndarray, num_frames: int, start: int = 0, stride: int = 1) -> np.ndarray:
+    """Take `num_frames` frames from `start` every `stride` frames; too short a video is an error."""
+    if num_frames < 1 or stride < 1 or start < 0:
+        raise VideoError(f"bad frame sampling: num_frames={num_frames}, start={start}, stride={stride}")
+    needed = start + (num_frames - 1) * stride + 1
+    if frames.shape[0] < needed:
+        raise VideoError(
+            f"video has {frames.shape[0]} frames but {num_frames} frames from {start} every {stride} "
+            f"need {needed}; lower frames/stride or use a longer video")
+    return frames[start:needed:stride]
+
+
+def resize_center_crop(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Resize so the frame covers height×width (aspect kept), then crop the centre."""
+    import torch
+    import torch.nn.functional as F
+
+    t, h, w, _ = frames.shape
+    scale = max(height / h, width / w)
+    nh, nw = max(height, round(h * scale)), max(width, round(w * scale))
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    if (nh, nw) != (h, w):
+        x = F.interpolate(x, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (nh - height) // 2, (nw - width) // 2
+    x = x[:, :, top:top + height, left:left + width]
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+def moving_shape_video(
+    num_frames: int = 16,
+    height: int = 64,
+    width: int = 64,
+    direction: tuple[float, float] = (1.0, 0.0),
+    speed: float = 2.0,
+    shape: str = "square",
+    color: tuple[int, int, int] = (230, 60, 40),
+    background: tuple[int, int, int] = (30, 40, 60),
+    size: int | None = None,
+    texture_seed: int = 0,
+) -> np.ndarray:
+    """A textured shape moving in a straight line over a textured background.
+
+    `direction` is (dx, dy) in pixels per frame before `speed` scaling (x right, y down). The texture
+    gives trackers corners to hold on to; the background is static, so only the shape moves.
+    """
+    rng = np.random.default_rng(texture_seed)
+    size = size or max(8, min(height, width) // 4)
+    bg = np.asarray(background, np.float32) + rng.normal(0, 25, (height, width, 1)).astype(np.float32)
+    bg = np.clip(bg, 0, 255)
+    sprite_tex = rng.normal(0, 40, (size, size, 1)).astype(np.float32)
+    yy, xx = np.mgrid[:size, :size]
+    if shape == "square":
+        mask = np.ones((size, size), bool)
+    elif shape == "circle":
+        mask = (yy - size / 2 + 0.5) ** 2 + (xx - size / 2 + 0.5) ** 2 <= (size / 2) ** 2
+    elif shape == "triangle":
+        mask = xx <= yy
+    else:
+        raise ValueError(f"unknown shape {shape!r}; use square, circle or triangle")
+    dx, dy = direction[0] * speed, direction[1] * speed
+    # Centre the path so the shape stays in view for the whole clip.
+    x0 = (width - size) / 2 - dx * (num_frames - 1) / 2
+    y0 = (height - size) / 2 - dy * (num_frames - 1) / 2
+    out = np.empty((num_frames, height, width, 3), np.uint8)
+    for i in range(num_frames):
+        frame = bg.copy()
+        x, y = int(round(x0 + dx * i)), int(round(y0 + dy * i))
+        ys, xs = slice(max(y, 0), min(y + size, height)), slice(max(x, 0), min(x + size, width))
+        sub = mask[ys.start - y:ys.stop - y, xs.start - x:xs.stop - x]
+        tex = np.clip(np.asarray(color, np.float32) + sprite_tex[ys.start - y:ys.stop - y,
+                                                                  xs.start - x:xs.stop - x], 0, 255)
+        region = frame[ys, xs]
+        region[sub] = tex[sub]
+        frame[ys, xs] = region
+        out[i] = np.clip(frame, 0, 255).astype(np.uint8)
+    return out
