@@ -111,7 +111,6 @@ def track_lk(frames: np.ndarray, points: np.ndarray) -> np.ndarray:
     return out
 
 
-
 @lru_cache(maxsize=None)
 def load_cotracker(checkpoint: str | None, device: str):
     """CoTracker3 (offline variant, the DMT/paper tracker) from a local checkpoint or torch.hub.
@@ -178,11 +177,11 @@ def resample_tracks(tracks: np.ndarray, num_frames: int) -> np.ndarray:
     t = tracks.shape[0]
     if t == num_frames:
         return tracks
-    src = np.linspace(0.0, 1.0, t)
-    dst = np.linspace(0.0, 1.0, num_frames)
-    flat = tracks.reshape(t, -1)
-    out = np.stack([np.interp(dst, src, flat[:, k]) for k in range(flat.shape[1])], axis=1)
-    return out.reshape(num_frames, *tracks.shape[1:]).astype(np.float32)
+    pos = np.linspace(0.0, t - 1, num_frames)          # fractional source frame of each output frame
+    lo = np.minimum(np.floor(pos).astype(int), t - 2)
+    w = (pos - lo)[:, None, None]
+    tracks = np.asarray(tracks, np.float64)
+    return ((1 - w) * tracks[lo] + w * tracks[lo + 1]).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------- DMT score

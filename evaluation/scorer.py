@@ -7,9 +7,11 @@ clip is documented on `Scorer.score`.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
+from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,9 @@ class Scorer:
         use_inception = config.fid_features == "inception" or (
             config.fid_features == "auto" and fidm.inception_available(config.fid_checkpoint))
         self.inception = fidm.load_inception(config.fid_checkpoint, config.device) if use_inception else None
+        self._text_cache: dict[str, np.ndarray] = {}
+        # a sweep scores many clips against one reference: its embeddings and tracks are kept (by content)
+        self._reference_cache: OrderedDict[tuple, Any] = OrderedDict()
 
     # ------------------------------------------------------------------------------------ describe
     def describe(self) -> dict[str, Any]:
@@ -99,6 +104,14 @@ class Scorer:
     def embed(self, frames: np.ndarray) -> np.ndarray:
         """Normalised CLIP image embeddings [T, D] of uint8 frames [T, H, W, 3]."""
         return clipm.encode_frames(self.clip, frames)
+
+    def embed_text(self, prompt: str) -> np.ndarray:
+        """Normalised CLIP text embedding [D], cached per prompt (a sweep scores many clips per prompt)."""
+        if prompt not in self._text_cache:
+            if len(self._text_cache) > 1024:
+                self._text_cache.clear()
+            self._text_cache[prompt] = clipm.encode_text(self.clip, prompt)
+        return self._text_cache[prompt]
 
     def track(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
         """Tracks [T, N, 2] of the frame-0 grid and the grid side used (clipped to fit the frame)."""
@@ -151,12 +164,12 @@ class Scorer:
 
         t0 = time.perf_counter()
         gen_emb = self.embed(gen)
-        text_emb = clipm.encode_text(self.clip, prompt.strip())
+        text_emb = self.embed_text(prompt.strip())
         self._put(out, why, "text_similarity", lambda: clipm.text_similarity(gen_emb, text_emb))
         self._put(out, why, "temporal_consistency", lambda: clipm.temporal_consistency(gen_emb))
         if ref is not None:
             ref_idx = np.unique(even_indices(len(ref), min(len(ref), len(gen))))
-            ref_emb = self.embed(ref[ref_idx])
+            ref_emb = self._cached("embed", ref[ref_idx], self.embed)
             self._put(out, why, "appearance_leakage", lambda: clipm.appearance_leakage(gen_emb, ref_emb))
         t1 = time.perf_counter()
 
@@ -188,6 +201,18 @@ class Scorer:
         else:
             why[key] = f"came out {value} (non-finite)"
 
+    def _cached(self, kind: str, frames: np.ndarray, compute) -> Any:
+        """`compute(frames)`, remembered for the last few distinct reference clips (keyed by content)."""
+        frames = np.ascontiguousarray(frames)
+        key = (kind, frames.shape, hashlib.blake2b(frames.data, digest_size=16).hexdigest())
+        if key in self._reference_cache:
+            self._reference_cache.move_to_end(key)
+            return self._reference_cache[key]
+        value = self._reference_cache[key] = compute(frames)
+        while len(self._reference_cache) > 16:
+            self._reference_cache.popitem(last=False)
+        return value
+
     def _match_reference(self, ref: np.ndarray, gen: np.ndarray, resample: bool) -> np.ndarray:
         t, h, w = gen.shape[:3]
         if not resample and ref.shape[:3] != (t, h, w):
@@ -202,7 +227,7 @@ class Scorer:
         t = len(gen)
         ref_frames = ref[even_indices(len(ref), t)] if len(ref) > t else ref
         gen_tracks, g = self.track(gen)
-        ref_tracks, _ = self.track(ref_frames)
+        ref_tracks, _ = self._cached("track", ref_frames, self.track)
         ref_tracks = motionm.resample_tracks(ref_tracks, t)
         out["motion_grid"] = g
         try:

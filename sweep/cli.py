@@ -89,6 +89,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--out", required=True, help="output .mp4 (or .gif); several videos get -<prompt#>-s<seed>")
     p.set_defaults(func=cmd_generate)
+
+    from evaluation.cli import add_score_arguments  # light: argparse only
+
+    p = sub.add_parser("score", help="score a generated video against its reference and prompt",
+                       description="Every metric for one generated video (any size and length; the reference is "
+                                   "resampled to it): CLIP text similarity, temporal consistency, appearance "
+                                   "leakage, DMT motion fidelity (published and two-way), and the backbones used.")
+    add_score_arguments(p)
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("plan", help="show what a sweep spec would run (and what the store already holds)",
+                       description="Expand the spec's grid over every video × prompt, map grid points to canonical "
+                                   "variants, and count DDIM inversions, embedding optimisations and generations, "
+                                   "against a naive one-trial-per-grid-point sweep.")
+    p.add_argument("spec", help="sweep spec (YAML)")
+    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("run", help="run a sweep spec on Ray (local or a cluster)",
+                       description="Run the spec: one Ray Tune trial per inversion, rows written to Parquet under "
+                                   "the spec's storage. Re-running a spec resumes it.")
+    p.add_argument("spec", help="sweep spec (YAML)")
+    p.add_argument("--address", default="local",
+                   help="local (start Ray here; default), auto (the cluster this machine belongs to) or ray://host:port")
+    p.add_argument("--max-concurrent", type=int, help="at most N trials at once (default: as resources allow)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="the whole seed ablation grid on synthetic videos (no weights, no GPU)",
+                       description="Make synthetic reference videos, run the seed grid (qk × v × remove × debias) "
+                                   "with the tiny preset and offline metrics on a local Ray, and print a summary. "
+                                   "Its numbers test the plumbing, not the method.")
+    p.add_argument("--storage", default="./demo-results", help="where tables and videos go (default ./demo-results)")
+    p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", help="summarize a sweep: means with 95%% CIs, FID/KID per variant",
+                       description="Group the samples by variant and checkpoint: mean and 95%% bootstrap CI over "
+                                   "videos, error counts, FID/KID from stored features, paired deltas against "
+                                   "--reference. Prints a table and writes summary.md and summary.csv.")
+    p.add_argument("path", help="a sweep folder (STORAGE/NAME) or a storage root")
+    p.add_argument("--out", help="folder for summary.md/summary.csv (default: PATH)")
+    p.add_argument("--reference", help="variant id to compare every other variant against")
+    p.set_defaults(func=cmd_report)
     return parser
 
 
@@ -175,6 +219,66 @@ def cmd_generate(args: argparse.Namespace) -> int:
             f"{out.stem}-{args.prompt.index(prompt)}-s{seed}{out.suffix or '.mp4'}")
         videoio.write_video(path, video, fps=fps)
         print(path)
+    return 0
+
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    from evaluation.cli import run_score
+
+    return run_score(args)
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from .plan import format_summary, make_plan, plan_summary
+    from .spec import load_spec
+    from .store import Store
+
+    spec = load_spec(args.spec)
+    summary = plan_summary(make_plan(spec), Store(spec.storage))
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def _print_run(summary, storage: str) -> int:
+    print(f"{summary.sweep}: {summary.ran} trial(s) run, {summary.skipped} already complete, "
+          f"{summary.ddim_inversions} DDIM inversion(s), {summary.seconds:.1f} s", file=sys.stderr)
+    for trial_id, error in summary.failed.items():
+        print(f"  FAILED {trial_id}: {error}", file=sys.stderr)
+    print(f"tables: {summary.storage}  (from sweep.results import load; load({summary.storage!r}))")
+    return 1 if summary.failed else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .runner import run_sweep
+    from .spec import load_spec
+
+    spec = load_spec(args.spec)
+    summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus)
+    return _print_run(summary, spec.storage)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds 127.0.0.1
+    from .demo import demo_spec
+    from .results import report
+    from .runner import run_sweep
+
+    spec = demo_spec(args.storage)
+    summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=0)
+    code = _print_run(summary, spec.storage)
+    report(summary.storage, n_boot=200)
+    print("note: tiny preset + random metric backbones — these numbers test the plumbing, not the method")
+    return code
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .results import report
+
+    report(args.path, args.out, reference_variant=args.reference)
     return 0
 
 

@@ -102,6 +102,8 @@ def test_resample_tracks_keeps_span_and_direction():
     assert r.shape == (9, 1, 2)
     np.testing.assert_allclose(r[[0, -1]], t[[0, -1]])
     assert (np.diff(r, axis=0) > 0).all()
+    np.testing.assert_allclose(r[:, 0, 0], np.linspace(1, 5, 9), atol=1e-6)
+    np.testing.assert_allclose(m.resample_tracks(r, 5), t, atol=1e-6)
 
 
 def test_grid_is_clipped_to_the_frame():

@@ -1,0 +1,147 @@
+"""Run a sweep on Ray: the one place that builds the Tuner.
+
+1. plan the spec and write plan.json / grid.parquet;
+2. skip trials whose part file is already in the store (re-running a spec resumes it);
+3. DDIM-invert every video that lacks a cached inversion, once, as Ray tasks (so trials never race to do it);
+4. one Tune trial per inversion key, `tune.with_resources` from the spec, retried on failure;
+5. report what still failed — never drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .plan import Plan, make_plan, save_plan
+from .spec import Spec
+from .store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunSummary:
+    sweep: str
+    storage: str
+    trials: int  # planned
+    ran: int  # trials Tune ran this time
+    skipped: int  # already complete in the store
+    ddim_inversions: int  # computed this time
+    failed: dict[str, str] = field(default_factory=dict)  # trial id -> error, after retries
+    seconds: float = 0.0
+
+
+def sweep_info(spec: Spec) -> dict:
+    """What a trial needs beyond its plan entry (plain, picklable)."""
+    return {"name": spec.name, "preset": spec.preset, "model": spec.model, "base_model": spec.base_model,
+            "metrics": spec.metrics.model_dump(), "fps": spec.generation.fps or 8}
+
+
+def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
+             dashboard: bool = False) -> bool:
+    """Connect to a cluster (`auto`, `ray://…`) or start a local Ray; returns True if we started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    runtime_env = {"env_vars": {k: v for k, v in os.environ.items()
+                                if k in ("HF_HUB_OFFLINE", "MOTION_SWEEP_CACHE", "MOTION_SWEEP_INJECT_FAULT",
+                                         "HF_HOME")}}
+    if address in (None, "", "local"):
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=dashboard,
+                 runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
+    else:
+        ray.init(address=address, runtime_env=runtime_env)
+    return True
+
+
+def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
+              num_cpus: int | None = None, max_failures: int = 2, verbose: int = 1) -> RunSummary:
+    import ray
+    from ray import tune
+
+    from .trainable import ensure_reference, trainable
+
+    started = time.perf_counter()
+    plan = make_plan(spec)
+    store = Store(spec.storage)
+    save_plan(store, plan)
+    todo = [t for t in plan.trials if not store.exists(store.part_path(spec.name, "samples", t.trial_id))]
+    summary = RunSummary(spec.name, store.uri_of(spec.name), len(plan.trials), len(todo),
+                         len(plan.trials) - len(todo), 0)
+    if not todo:
+        print(f"{spec.name}: all {len(plan.trials)} trials are already in {summary.storage}; nothing to run",
+              file=sys.stderr)
+        summary.seconds = time.perf_counter() - started
+        return summary
+    info = sweep_info(spec)
+    ddims = {d.ddim_key: d for d in plan.ddim_inversions}
+    trials = {t.trial_id: t for t in todo}
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    we_started = init_ray(address, num_cpus=num_cpus)
+    try:
+        missing = [ddims[k] for k in sorted({t.ddim_key for t in todo}) if not store.has_ddim(k)]
+        if missing:
+            print(f"{spec.name}: DDIM-inverting {len(missing)} video(s)", file=sys.stderr)
+            task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=max_failures)(
+                ensure_reference)
+            refs = {d.video: task.remote(store, d, info["preset"], info["model"]) for d in missing}
+            for video, ref in refs.items():
+                try:
+                    ray.get(ref)
+                    summary.ddim_inversions += 1
+                except Exception as exc:  # noqa: BLE001 - this video's trials fail below with the cause
+                    summary.failed[f"ddim:{video}"] = _short(exc)
+            bad = {d.ddim_key for d in missing if f"ddim:{d.video}" in summary.failed}
+            for t in [t for t in todo if t.ddim_key in bad]:
+                summary.failed[t.trial_id] = f"DDIM inversion of {t.video} failed"
+                trials.pop(t.trial_id)
+        if trials:
+            _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failures, verbose, summary)
+    finally:
+        if we_started:
+            ray.shutdown()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failures, verbose, summary) -> None:
+    from ray import tune
+
+    from .trainable import trainable
+
+    tune_storage = store.uri_of(spec.name) if not store.is_local else str(Path(store.local_path(spec.name)))
+    tuner = tune.Tuner(
+        tune.with_resources(
+            tune.with_parameters(trainable, trials=trials, ddims=ddims, storage=store.uri, sweep=info),
+            resources),
+        param_space={"trial_id": tune.grid_search(sorted(trials))},
+        tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name="tune", storage_path=tune_storage, verbose=verbose,
+            failure_config=tune.FailureConfig(max_failures=max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+    )
+    results = tuner.fit()
+    for result in results:
+        if result.error is not None:
+            summary.failed[result.config.get("trial_id", "?")] = _short(result.error)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[-1] if text else type(exc).__name__)[:500]
+
+
+def run_spec_file(path: str, **kwargs) -> RunSummary:
+    from .spec import load_spec
+
+    return run_sweep(load_spec(path), **kwargs)
+
+
+__all__ = ["RunSummary", "run_sweep", "run_spec_file", "init_ray", "sweep_info"]
