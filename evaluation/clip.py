@@ -33,11 +33,11 @@ class ClipBackbone:
 
 
 
-def _how(model: str) -> str:
+def _how(model: str, tag: str = "TAG") -> str:
     return (f"download it once with internet (python -c \"import open_clip; open_clip.create_model('{model}', "
-            "pretrained='TAG')\" fills the Hugging Face cache; copy that cache or set HF_HOME to it), or pass "
-            "clip_pretrained=/path/to/open_clip_pytorch_model.bin, or clip_pretrained=None for seeded random "
-            "weights (plumbing only)")
+            f"pretrained='{tag}')\" fills the Hugging Face cache; copy that cache or set HF_HOME to it), or pass "
+            "clip_pretrained=/path/to/open_clip_pytorch_model.bin (CLI: --clip MODEL//path/to/file), or "
+            "clip_pretrained=None for seeded random weights (plumbing only)")
 
 
 def _check_cached(model: str, tag: str, pcfg: dict) -> None:
@@ -58,7 +58,7 @@ def _check_cached(model: str, tag: str, pcfg: dict) -> None:
             return
         where = url
     raise EvaluationError(f"CLIP weights {model}/{tag} are not in the local cache ({where}) and "
-                          f"HF_HUB_OFFLINE is set, so they cannot be downloaded; {_how(model)}")
+                          f"HF_HUB_OFFLINE is set, so they cannot be downloaded; {_how(model, tag)}")
 
 
 @lru_cache(maxsize=None)
@@ -124,7 +124,8 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu", seed: int
     except EvaluationError:
         raise
     except Exception as exc:  # noqa: BLE001 - download/cache/checkpoint problems
-        raise EvaluationError(f"cannot load CLIP {name}: {type(exc).__name__}: {exc}; {_how(model)}") from None
+        raise EvaluationError(f"cannot load CLIP {name}: {type(exc).__name__}: {exc}; "
+                              f"{_how(model, pretrained or 'TAG')}") from None
     tokenizer = open_clip.get_tokenizer(model)
     net.eval()
     return ClipBackbone(net, preprocess, tokenizer, name, pretrained_flag, device)

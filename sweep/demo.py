@@ -31,18 +31,20 @@ def make_demo_videos(folder: Path, num_frames: int = 12, size: int = 64) -> dict
     return paths
 
 
-def demo_spec(storage: str | Path, inversion_steps: int = 12) -> Spec:
+def demo_spec(storage: str | Path, name: str = "demo", inversion_steps: int = 12, ddim_steps: int = 10,
+              generation_steps: int = 6) -> Spec:
+    """The demo's spec: 2 videos × 1 edit prompt × the seed grid (36 points → 20 variants, 8 inversions each)."""
     storage = Path(storage).resolve()
     videos = make_demo_videos(storage / "demo-videos")
     return Spec.model_validate({
-        "name": "demo",
+        "name": name,
         "preset": "tiny",
         "storage": str(storage),
         "data": [{"video": str(videos[name]), "source_prompt": src, "prompts": [edit]}
                  for name, (_, _, src, edit) in DEMO_VIDEOS.items()],
         "axes": {"qk": ["1d", "2d"], "v": ["2d", "1d"], "remove": ["none", "qk", "v"],
                  "debias": ["difference", "normalize", "none"], "seed": [0]},
-        "inversion": {"steps": inversion_steps, "ddim_steps": 10},
-        "generation": {"steps": 6},
+        "inversion": {"steps": inversion_steps, "ddim_steps": ddim_steps},
+        "generation": {"steps": generation_steps},
         "resources": {"cpu": 1},
     })

@@ -32,7 +32,9 @@ class RunSummary:
     skipped: int  # already complete in the store
     ddim_inversions: int  # computed this time
     failed: dict[str, str] = field(default_factory=dict)  # trial id -> error, after retries
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole run
+    fit_seconds: float = 0.0  # wall time of the Tune phase
+    trial_seconds: dict[str, float] = field(default_factory=dict)  # in-trial compute, per trial run
 
 
 def sweep_info(spec: Spec) -> dict:
@@ -115,7 +117,7 @@ def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failur
 
     from .trainable import trainable
 
-    tune_storage = store.uri_of(spec.name) if not store.is_local else str(Path(store.local_path(spec.name)))
+    tune_storage, tune_fs = store.tune_storage(spec.name)
     tuner = tune.Tuner(
         tune.with_resources(
             tune.with_parameters(trainable, trials=trials, ddims=ddims, storage=store.uri, sweep=info),
@@ -123,14 +125,19 @@ def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failur
         param_space={"trial_id": tune.grid_search(sorted(trials))},
         tune_config=tune.TuneConfig(max_concurrent_trials=max_concurrent, reuse_actors=True),
         run_config=tune.RunConfig(
-            name="tune", storage_path=tune_storage, verbose=verbose,
+            name="tune", storage_path=tune_storage, storage_filesystem=tune_fs, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=max_failures),
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
     )
+    started = time.perf_counter()
     results = tuner.fit()
+    summary.fit_seconds = time.perf_counter() - started
     for result in results:
+        trial_id = result.config.get("trial_id", "?")
         if result.error is not None:
-            summary.failed[result.config.get("trial_id", "?")] = _short(result.error)
+            summary.failed[trial_id] = _short(result.error)
+        elif result.metrics and "trial_seconds" in result.metrics:
+            summary.trial_seconds[trial_id] = result.metrics["trial_seconds"]
 
 
 def _short(exc: BaseException) -> str:

@@ -84,6 +84,12 @@ class Store:
         assert self._root is not None
         return self._root
 
+    def tune_storage(self, rel: str) -> tuple[str, Optional[pafs.FileSystem]]:
+        """(storage_path, storage_filesystem) for Tune's RunConfig, so Tune writes under `rel` of this store."""
+        if self.is_local:
+            return str(Path(self.uri, rel)), None
+        return self.abspath(rel), self.fs
+
     def abspath(self, rel: str) -> str:
         """Path of `rel` inside the filesystem (what pyarrow.fs calls take)."""
         return posixpath.join(self.root, rel) if rel else self.root

@@ -178,7 +178,8 @@ def run_trial(trial: Trial, ddim: DDIMInversion, storage: str, sweep: dict, repo
     summary = _summary(rows)
     summary["trial_seconds"] = time.perf_counter() - started
     report(summary)
-    torch.cuda.empty_cache() if _cuda() else None
+    if _cuda():
+        torch.cuda.empty_cache()  # the next trial on this worker may be another video size
     return summary
 
 

@@ -1,0 +1,156 @@
+"""The sweep end to end on a local Ray bound to 127.0.0.1: demo grid, resume, reuse, injected failures."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAULT_PROMPT = "FAULTY"  # generations whose prompt holds this raise inside the worker (sweep.trainable hook)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    os.environ["MOTION_SWEEP_INJECT_FAULT"] = f"generate:{FAULT_PROMPT}"
+    import ray
+
+    from sweep.runner import init_ray
+
+    started = init_ray("local", num_cpus=2)
+    yield ray
+    if started:
+        ray.shutdown()
+    os.environ.pop("MOTION_SWEEP_INJECT_FAULT", None)
+
+
+@pytest.fixture(scope="module")
+def demo_run(ray_local, tmp_path_factory):
+    from sweep.demo import demo_spec
+    from sweep.plan import make_plan
+    from sweep.runner import run_sweep
+
+    storage = tmp_path_factory.mktemp("demo")
+    spec = demo_spec(storage, inversion_steps=3, ddim_steps=2, generation_steps=2)
+    summary = run_sweep(spec, verbose=0)
+    return spec, make_plan(spec), summary
+
+
+def test_demo_rows_match_the_plan_with_no_errors(demo_run):
+    from sweep.results import load
+
+    spec, plan, summary = demo_run
+    assert summary.failed == {} and summary.ran == len(plan.trials) == 16 and summary.ddim_inversions == 2
+    table = load(summary.storage)
+    assert table.num_rows == len(plan.generations()) == 40  # 2 videos × 20 canonical variants × 1 checkpoint
+    assert set(table.column("status").to_pylist()) == {"ok"}
+    required = {"sweep", "trial_id", "variant", "qk", "v", "remove", "debias", "video", "source_prompt", "prompt",
+                "seed", "checkpoint_step", "text_similarity", "temporal_consistency", "motion_fidelity",
+                "motion_fidelity_two_way", "appearance_leakage", "fid_features", "video_path", "status", "error",
+                "clip_backbone", "tracker", "pretrained_metrics", "device", "generate_seconds", "score_seconds",
+                "code_version"}
+    assert required <= set(table.column_names)
+    assert table.column("pretrained_metrics").to_pylist() == [False] * 40
+    for name in ("text_similarity", "temporal_consistency", "motion_fidelity", "appearance_leakage"):
+        assert table.column(name).null_count == 0, name
+    paths = table.column("video_path").to_pylist()
+    assert len(set(paths)) == 40 and all(Path(p).is_file() for p in paths)
+    # every requested grid point is answered: 36 per video × prompt
+    points = load(summary.storage, table="points")
+    assert points.num_rows == 72 and points.column("text_similarity").null_count == 0
+    inversions = load(summary.storage, table="inversions")
+    assert inversions.num_rows == 16
+    curves = inversions.column("loss_curve").to_pylist()
+    assert sorted(len(c) for c in curves) == [3] * 16
+
+
+def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
+    from sweep.results import load
+    from sweep.runner import run_sweep
+
+    spec, plan, first = demo_run
+    before = load(first.storage).num_rows
+    again = run_sweep(spec, verbose=0)
+    assert again.ran == 0 and again.skipped == 16 and again.ddim_inversions == 0
+    assert load(first.storage).num_rows == before
+
+
+def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
+    """Another sweep over the same videos inverts nothing again (store files untouched)."""
+    from sweep.demo import demo_spec
+    from sweep.results import load
+    from sweep.runner import run_sweep
+    from sweep.store import Store
+
+    spec, plan, first = demo_run
+    store = Store(spec.storage)
+    metas = {t.inversion_key: store.local_path(store.inversion_meta_path(t.inversion_key)).stat().st_mtime_ns
+             for t in plan.trials if not t.base}
+    other = demo_spec(Path(spec.storage), name="demo-again", inversion_steps=3, ddim_steps=2, generation_steps=2)
+    summary = run_sweep(other, verbose=0)
+    assert summary.failed == {} and summary.ddim_inversions == 0
+    for key, mtime in metas.items():
+        assert store.local_path(store.inversion_meta_path(key)).stat().st_mtime_ns == mtime
+    rows = load(summary.storage)
+    assert rows.num_rows == 40 and set(rows.column("sweep").to_pylist()) == {"demo-again"}
+    ours = {r["sample_key"]: r["text_similarity"] for r in load(first.storage).to_pylist()}
+    assert all(ours[r["sample_key"]] == r["text_similarity"] for r in rows.to_pylist())
+
+
+def test_an_injected_generation_failure_costs_one_row(ray_local, tmp_path):
+    import videoio
+    from sweep.results import load
+    from sweep.runner import run_sweep
+    from sweep.spec import Spec
+
+    video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
+    spec = Spec.model_validate({
+        "name": "faults", "preset": "tiny", "storage": str(tmp_path / "results"),
+        "data": [{"video": str(video), "source_prompt": "a square",
+                  "prompts": ["a ball rolls", f"a {FAULT_PROMPT} prompt", "a car drives"]}],
+        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
+        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
+    })
+    summary = run_sweep(spec, verbose=0)
+    assert summary.failed == {}
+    rows = load(summary.storage).to_pylist()
+    assert len(rows) == 3
+    bad = [r for r in rows if r["status"] == "error"]
+    assert len(bad) == 1 and FAULT_PROMPT in bad[0]["prompt"] and "injected fault" in bad[0]["error"]
+    assert bad[0]["text_similarity"] is None
+    assert all(r["text_similarity"] is not None for r in rows if r["status"] == "ok")
+
+
+def test_cli_plan_json_and_validation_errors(tmp_path):
+    import videoio
+
+    video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(f"""
+name: cli
+preset: tiny
+storage: {tmp_path / 'results'}
+data:
+  - video: {video}
+    source_prompt: a square moves
+    prompts: [a ball rolls]
+axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, normalize, none], seed: [0]}}
+""")
+    cli = [sys.executable, "-m", "sweep.cli"]
+    r = subprocess.run(cli + ["plan", str(spec), "--json"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    counts = json.loads(r.stdout)
+    assert {k: counts[k] for k in ("grid_points", "canonical_variants", "inversions", "generations",
+                                   "naive_inversions", "naive_generations", "cached_inversions",
+                                   "cached_generations")} == {
+        "grid_points": 36, "canonical_variants": 20, "inversions": 8, "generations": 20, "naive_inversions": 36,
+        "naive_generations": 36, "cached_inversions": 0, "cached_generations": 0}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(spec.read_text().replace(str(video), str(tmp_path / "missing.mp4")).replace("[1d, 2d]",
+                                                                                             "[1d, 3d]"))
+    r = subprocess.run(cli + ["run", str(bad)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert "missing.mp4" in r.stderr and "3d" in r.stderr  # every problem at once, before Ray starts
