@@ -34,6 +34,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         types.append(sys.modules["model.presets"].ModelNotFoundError)
     if "evaluation" in sys.modules and hasattr(sys.modules["evaluation"], "EvaluationError"):
         types.append(sys.modules["evaluation"].EvaluationError)
+    if "sweep.runner" in sys.modules:
+        runner = sys.modules["sweep.runner"]
+        types += [runner.StorageError, runner.WorkerVisibilityError]
     return tuple(types)
 
 

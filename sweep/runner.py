@@ -23,6 +23,14 @@ from .store import Store
 log = logging.getLogger(__name__)
 
 
+class StorageError(RuntimeError):
+    """The spec's storage cannot be written (or read) from where the sweep runs."""
+
+
+class WorkerVisibilityError(RuntimeError):
+    """Inputs that the driver sees but the Ray workers do not."""
+
+
 @dataclass
 class RunSummary:
     sweep: str
@@ -53,7 +61,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     runtime_env = {"env_vars": {k: v for k, v in os.environ.items()
                                 if k in ("HF_HUB_OFFLINE", "MOTION_SWEEP_CACHE", "MOTION_SWEEP_INJECT_FAULT",
-                                         "HF_HOME")}}
+                                         "MOTION_SWEEP_FAULT_DIR", "HF_HOME")}}
     if address in (None, "", "local"):
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=dashboard,
                  runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
@@ -72,7 +80,12 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     started = time.perf_counter()
     plan = make_plan(spec)
     store = Store(spec.storage)
-    save_plan(store, plan)
+    try:
+        save_plan(store, plan)
+    except OSError as exc:
+        raise StorageError(
+            f"cannot write to the storage {store.uri!r}: {exc}. Check that the bucket/folder exists and that "
+            "the credentials in the environment (or the instance role) allow writing there.") from None
     todo = [t for t in plan.trials if not store.exists(store.part_path(spec.name, "samples", t.trial_id))]
     summary = RunSummary(spec.name, store.uri_of(spec.name), len(plan.trials), len(todo),
                          len(plan.trials) - len(todo), 0)
@@ -87,6 +100,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     we_started = init_ray(address, num_cpus=num_cpus)
     try:
+        preflight(spec, plan, store, resources)
         missing = [ddims[k] for k in sorted({t.ddim_key for t in todo}) if not store.has_ddim(k)]
         if missing:
             print(f"{spec.name}: DDIM-inverting {len(missing)} video(s)", file=sys.stderr)
@@ -110,6 +124,46 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _check_worker_side(video_paths: list[str], store: Store, probe: str) -> dict:
+    """Runs on a worker: which videos are missing there, and can it read what the driver wrote?"""
+    import socket
+
+    missing = [p for p in video_paths if not os.path.exists(p)]
+    try:
+        storage_ok, storage_error = store.read_bytes(probe) == b"ok", ""
+    except Exception as exc:  # noqa: BLE001 - reported to the user below
+        storage_ok, storage_error = False, f"{type(exc).__name__}: {exc}"
+    return {"node": socket.gethostname(), "missing": missing, "storage_ok": storage_ok,
+            "storage_error": storage_error}
+
+
+def preflight(spec: Spec, plan: Plan, store: Store, resources: dict, timeout_s: float = 600) -> None:
+    """Before any trial: the workers must see the videos and the storage (on one machine this is instant)."""
+    import ray
+
+    probe = f"{spec.name}/.preflight"
+    store.write_bytes_atomic(probe, b"ok")
+    task = ray.remote(num_cpus=min(resources["cpu"], 1), num_gpus=resources["gpu"])(_check_worker_side)
+    videos = sorted({d.video_path for d in plan.ddim_inversions})
+    try:
+        seen = ray.get(task.remote(videos, store, probe), timeout=timeout_s)
+    except ray.exceptions.GetTimeoutError:
+        raise WorkerVisibilityError(
+            f"no worker with {resources} started within {timeout_s:.0f} s; check the cluster's worker types and "
+            "`resources:` in the spec (`ray status` shows what the cluster has)") from None
+    if seen["missing"]:
+        raise WorkerVisibilityError(
+            f"{len(seen['missing'])} video(s) exist here but not on worker {seen['node']}: "
+            f"{', '.join(seen['missing'][:5])}. Put the videos on storage every node mounts (e.g. a shared "
+            "filesystem), or ship them with the job: `ray job submit --working-dir . -- motion-sweep run SPEC "
+            "--address auto` with the videos inside the working directory and relative paths in the spec.")
+    if not seen["storage_ok"]:
+        raise StorageError(
+            f"worker {seen['node']} cannot read the storage {store.uri!r} that the driver wrote to "
+            f"({seen['storage_error']}). Use storage every node reaches (s3://bucket/prefix or a shared mount), "
+            "not a path local to the driver.")
 
 
 def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failures, verbose, summary) -> None:
@@ -151,4 +205,5 @@ def run_spec_file(path: str, **kwargs) -> RunSummary:
     return run_sweep(load_spec(path), **kwargs)
 
 
-__all__ = ["RunSummary", "run_sweep", "run_spec_file", "init_ray", "sweep_info"]
+__all__ = ["RunSummary", "StorageError", "WorkerVisibilityError", "init_ray", "preflight", "run_spec_file",
+           "run_sweep", "sweep_info"]

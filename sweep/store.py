@@ -12,6 +12,12 @@ Everything under `store/` is content-addressed (the key is a hash of what produc
 All paths given to `Store` methods are relative to the storage root, with `/` separators. Writes are
 atomic: a file appears whole or not at all (local: temp file + fsync + rename; object stores: one put).
 Temp files start with a dot, and readers only ever list `part-*.parquet`, so a torn write is never read.
+
+Object stores (s3://bucket/prefix, gs://...) go through pyarrow.fs. Their credentials come from where the
+cloud SDKs look for them (environment, `~/.aws`, the instance role on a cluster node), never from the URI: a
+storage URI is copied into plan.json, the tables (`video_path`) and Tune's logs, so a URI holding a key or any
+`?option=` is refused. Other settings come from the environment too, e.g. `AWS_ENDPOINT_URL` (or
+`AWS_ENDPOINT_URL_S3`) for an S3-compatible server such as MinIO, and `AWS_REGION`/`AWS_DEFAULT_REGION`.
 """
 
 from __future__ import annotations
@@ -37,13 +43,32 @@ _filesystem_from_uri = pafs.FileSystem.from_uri
 
 
 def normalize_uri(uri: str | os.PathLike) -> str:
-    """Local paths become absolute paths (file:// is stripped); other URIs are kept as they are."""
+    """Local paths become absolute paths (file:// is stripped); other URIs are kept as they are (no trailing /).
+
+    Raises ValueError for a URI with credentials (`s3://KEY:SECRET@bucket`) or options (`?endpoint_override=`).
+    """
     text = str(uri)
     if text.startswith("file://"):
         text = text[len("file://"):]
     if "://" in text:
+        check_uri(text)
         return text.rstrip("/")
     return os.path.abspath(os.path.expanduser(text))
+
+
+def check_uri(uri: str) -> None:
+    """Refuse what must not travel with a storage URI (it is written into plans, tables and logs)."""
+    scheme, rest = uri.split("://", 1)
+    authority = rest.split("/", 1)[0]
+    if "@" in authority:
+        raise ValueError(
+            f"storage URI {scheme}://...@{authority.rsplit('@', 1)[1]}/... holds credentials; remove them: "
+            "credentials come from the environment (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE) or "
+            "the instance role, never from the URI")
+    if "?" in rest:
+        raise ValueError(
+            f"storage URI {scheme}://{rest.split('?', 1)[0]} has options ('?...'); give the bare URI and set "
+            "options in the environment instead (e.g. AWS_ENDPOINT_URL for an S3-compatible server, AWS_REGION)")
 
 
 class Store:

@@ -23,7 +23,10 @@ from .store import Store
 Report = Callable[[dict], None]
 METRIC_NAMES = ("text_similarity", "temporal_consistency", "motion_fidelity", "motion_fidelity_two_way",
                 "appearance_leakage")
-FAULT_ENV = "MOTION_SWEEP_INJECT_FAULT"  # test hook: "generate:<prompt substring>" or "invert:<video id>"
+# Test hook for fault-tolerance tests: comma-separated "<stage>:<substring>[:once]" with stage invert|generate;
+# ":once" fails only the first time (marker files in $MOTION_SWEEP_FAULT_DIR), like a transient crash.
+FAULT_ENV = "MOTION_SWEEP_INJECT_FAULT"
+FAULT_DIR_ENV = "MOTION_SWEEP_FAULT_DIR"
 
 _PIPELINES: dict = {}
 _SCORERS: dict = {}
@@ -63,9 +66,20 @@ def device_name() -> str:
 
 
 def _maybe_fail(stage: str, value: str) -> None:
-    fault = os.environ.get(FAULT_ENV, "")
-    if fault.startswith(stage + ":") and fault.split(":", 1)[1] in value:
-        raise RuntimeError(f"injected fault ({FAULT_ENV}={fault})")
+    import hashlib
+
+    for fault in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+        kind, match, *once = fault.split(":")
+        if kind != stage or match not in value:
+            continue
+        if once == ["once"]:
+            folder = Path(os.environ.get(FAULT_DIR_ENV, tempfile.gettempdir()))
+            marker = folder / f"fault-{stage}-{hashlib.sha256(value.encode()).hexdigest()[:16]}"
+            try:
+                marker.touch(exist_ok=False)
+            except FileExistsError:
+                continue
+        raise RuntimeError(f"injected fault ({FAULT_ENV}={fault}) at {stage} of {value}")
 
 
 def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str | None):
@@ -120,13 +134,14 @@ def run_trial(trial: Trial, ddim: DDIMInversion, storage: str, sweep: dict, repo
                 local = store.download(store.inversion_step_path(trial.inversion_key, step), Path(tmp) / f"{step}")
                 embeddings_at[step], _ = MotionEmbeddings.load(local, pipe.unet, latent_size=latent_size)
     else:
-        _maybe_fail("invert", trial.video)
         config = InversionConfig(qk=trial.qk, v=trial.v, placement=tuple(inv["placement"]), slots=inv["slots"],
                                  steps=inv["steps"], lr=inv["lr"], weight_decay=inv["weight_decay"],
                                  loss=inv["loss"], checkpoints=tuple(needed), seed=trial.seed or 0)
         every = max(1, config.steps // 50)  # ~50 loss points per trial in Tune; the full curve goes to the table
 
         def on_step(step: int, loss: float) -> None:
+            if step == max(1, config.steps // 2):
+                _maybe_fail("invert", f"{trial.video}/{trial.trial_id}")  # mid-inversion, for the crash test
             if step % every == 0 or step == config.steps:
                 report({"inversion_step": step, "loss": loss})
         result = train_embeddings(pipe, reference.latents, trial.source_prompt, config, on_step,
