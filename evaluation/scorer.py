@@ -68,8 +68,9 @@ class Scorer:
         self.clip = clipm.load_clip(config.clip, config.clip_pretrained, config.device, config.seed)
         self.cotracker = (motionm.load_cotracker(config.tracker_checkpoint, config.device)
                           if config.tracker == "cotracker3" else None)
+        # "auto" takes Inception when it can run here without a download (or weights were named)
         use_inception = config.fid_features == "inception" or (
-            config.fid_features == "auto" and fidm.inception_available(config.fid_checkpoint))
+            config.fid_features == "auto" and (bool(config.fid_checkpoint) or fidm.inception_available()))
         self.inception = fidm.load_inception(config.fid_checkpoint, config.device) if use_inception else None
         self._text_cache: dict[str, np.ndarray] = {}
         # a sweep scores many clips against one reference: its embeddings and tracks are kept (by content)
@@ -143,7 +144,8 @@ class Scorer:
         Returns a flat dict: the five metrics (float, or None when not computable), `unavailable`
         ("" or "metric: reason; ..."), `motion_grid` (grid side used), `motion_tracks` /
         `motion_tracks_reference` (tracks that entered S after the foreground filter),
-        `seconds_clip` / `seconds_motion` / `seconds_fid`, and `fid_features` (float32 [fid_frames, D]).
+        `seconds_clip` / `seconds_motion` / `seconds_fid`, the describe() entries (backbones, filter,
+        pretrained_metrics), and `fid_features` (float32 [fid_frames, D]).
         Without a reference, appearance_leakage and both motion metrics are None with the reason.
 
         Matching the reference to the generated clip (any size, any length):
@@ -186,7 +188,9 @@ class Scorer:
         t3 = time.perf_counter()
 
         out["unavailable"] = "; ".join(f"{k}: {v}" for k, v in why.items())
-        out.update(seconds_clip=t1 - t0, seconds_motion=t2 - t1, seconds_fid=t3 - t2, fid_features=features)
+        out.update(seconds_clip=t1 - t0, seconds_motion=t2 - t1, seconds_fid=t3 - t2)
+        out.update(self.describe())  # every result says which backbones made it and if they were trained
+        out["fid_features"] = features
         return out
 
     @staticmethod
@@ -274,7 +278,6 @@ def score_files(reference_path: str | os.PathLike, generated_path: str | os.Path
     gen = _read(generated_path, "generated")
     ref = _read(reference_path, "reference")
     result = scorer.score(gen, prompt, ref)
-    result.update(scorer.describe())
     result.update(generated=str(generated_path), reference=str(reference_path), prompt=prompt,
                   generated_shape=f"{gen.shape[0]}x{gen.shape[1]}x{gen.shape[2]}",
                   reference_shape=f"{ref.shape[0]}x{ref.shape[1]}x{ref.shape[2]}")

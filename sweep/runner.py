@@ -51,23 +51,47 @@ def sweep_info(spec: Spec) -> dict:
             "metrics": spec.metrics.model_dump(), "fps": spec.generation.fps or 8}
 
 
+# Non-secret settings a remote (ray://) driver forwards to the workers. Never credentials: Ray logs runtime_envs.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "MOTION_SWEEP_CACHE", "MOTION_SWEEP_INJECT_FAULT",
+                 "MOTION_SWEEP_FAULT_DIR", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION",
+                 "AWS_DEFAULT_REGION")
+_CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+
+
 def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | None = None,
              dashboard: bool = False) -> bool:
-    """Connect to a cluster (`auto`, `ray://…`) or start a local Ray; returns True if we started it."""
+    """Connect to a cluster (`auto`, `ray://…`) or start a local Ray; returns True if we started it.
+
+    A local Ray's workers inherit this process's environment; inside a Ray Job the job's runtime_env applies;
+    only a ray:// client forwards FORWARDED_ENV.
+    """
     import ray
 
     if ray.is_initialized():
         return False
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
-    runtime_env = {"env_vars": {k: v for k, v in os.environ.items()
-                                if k in ("HF_HUB_OFFLINE", "MOTION_SWEEP_CACHE", "MOTION_SWEEP_INJECT_FAULT",
-                                         "MOTION_SWEEP_FAULT_DIR", "HF_HOME")}}
     if address in (None, "", "local"):
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=dashboard,
-                 runtime_env=runtime_env, log_to_driver=False, configure_logging=False)
+                 log_to_driver=False, configure_logging=False)
+    elif address.startswith("ray://") and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
+        ray.init(address=address, runtime_env={"env_vars": {k: os.environ[k] for k in FORWARDED_ENV
+                                                            if k in os.environ}})
     else:
-        ray.init(address=address, runtime_env=runtime_env)
+        ray.init(address=address)
     return True
+
+
+def _keep_credentials_out_of_ray() -> None:
+    """Tune copies AWS_* keys from the driver's environment into each trial's runtime_env, which Ray logs in
+    plain text. Workers don't need that copy (a local Ray inherits the driver's environment; cluster nodes use
+    their instance role). Relies on a private Tune module; tests/test_s3.py checks the logs stay clean."""
+    try:
+        from ray.tune.execution import class_cache
+    except ImportError:
+        return
+    names = getattr(class_cache, "ENV_VARS_TO_PROPAGATE", None)
+    if names is not None:
+        class_cache.ENV_VARS_TO_PROPAGATE = {n for n in names if n not in _CREDENTIAL_ENV}
 
 
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
@@ -166,11 +190,36 @@ def preflight(spec: Spec, plan: Plan, store: Store, resources: dict, timeout_s: 
             "not a path local to the driver.")
 
 
+def _progress_callback(planned: dict):
+    """One line per finished (or failed) trial in the terminal, whatever Tune's own verbosity."""
+    from ray import tune
+
+    class Progress(tune.Callback):
+        def __init__(self):
+            self.done = 0
+
+        def _line(self, trial, text: str) -> None:
+            self.done += 1
+            t = planned.get(trial.config.get("trial_id"))
+            what = f"{t.video} qk={t.qk} v={t.v}" if t else trial.trial_id
+            print(f"[{self.done}/{len(planned)}] {what}: {text}", file=sys.stderr, flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            r = trial.last_result or {}
+            self._line(trial, f"{r.get('samples', 0)} samples, {r.get('errors', 0)} errors, "
+                              f"{r.get('trial_seconds', 0.0):.1f} s")
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self._line(trial, "FAILED (see the summary at the end)")
+    return Progress()
+
+
 def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failures, verbose, summary) -> None:
     from ray import tune
 
     from .trainable import trainable
 
+    _keep_credentials_out_of_ray()
     tune_storage, tune_fs = store.tune_storage(spec.name)
     tuner = tune.Tuner(
         tune.with_resources(
@@ -181,7 +230,7 @@ def _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failur
         run_config=tune.RunConfig(
             name="tune", storage_path=tune_storage, storage_filesystem=tune_fs, verbose=verbose,
             failure_config=tune.FailureConfig(max_failures=max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1), callbacks=[_progress_callback(trials)]),
     )
     started = time.perf_counter()
     results = tuner.fit()

@@ -127,6 +127,7 @@ def test_score_returns_every_metric_in_range(scorer, clips):
     assert r1["motion_grid"] == 16 and r1["motion_tracks"] > 0
     assert r1["fid_features"].shape == (8, 384) and r1["fid_features"].dtype == np.float32
     assert all(r1[k] >= 0 for k in ("seconds_clip", "seconds_motion", "seconds_fid"))
+    assert r1["clip_backbone"] == "ViT-S-32/random-seed0" and r1["pretrained_metrics"] is False
 
 
 def test_score_without_reference_marks_what_is_missing(scorer, clips):

@@ -1,0 +1,136 @@
+"""cluster.yaml: valid for the installed Ray's own autoscaler schema, and shaped the way the README says.
+
+`prepare_config` + `validate_config` are what `ray up` runs on a config before it talks to AWS (they fill
+in Ray's AWS defaults and check the JSON schema); nothing here needs AWS credentials or the network.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+CLUSTER_YAML = ROOT / "cluster.yaml"
+MOUNT = "~/motion-sweep"  # where the repository lands on every node
+
+
+@pytest.fixture(scope="module")
+def raw() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+@pytest.fixture(scope="module")
+def prepared(raw) -> dict:
+    from ray.autoscaler._private.util import prepare_config, validate_config
+
+    config = prepare_config(copy.deepcopy(raw))
+    validate_config(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def pins() -> dict:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    ray_pin = next(d for d in project["dependencies"] if re.match(r"ray\[.*\]==", d))
+    python_min = re.match(r">=\s*(\d+)\.(\d+)", project["requires-python"]).groups()
+    return {"ray": ray_pin.split("==", 1)[1], "python": tuple(int(x) for x in python_min)}
+
+
+def _commands(config: dict, *keys: str) -> str:
+    return "\n".join(c for k in keys for c in config.get(k) or [])
+
+
+def _gpu_types(config: dict) -> dict:
+    return {name: t for name, t in config["available_node_types"].items()
+            if name != config["head_node_type"] and t["resources"].get("GPU", 0) >= 1}
+
+
+def test_valid_for_the_installed_rays_schema(prepared, pins):
+    import ray
+
+    assert ray.__version__ == pins["ray"], "validate against the Ray version the project pins"
+    assert prepared["provider"]["type"] == "aws"
+    assert prepared["cluster_name"] == "motion-sweep"
+
+
+def test_head_runs_no_trials(prepared):
+    head = prepared["available_node_types"][prepared["head_node_type"]]
+    # no CPU, no GPU and no custom resource: no trial, DDIM task or worker-side check can be placed there
+    assert head["resources"] == {"CPU": 0, "GPU": 0}
+    assert head["max_workers"] == 0 and head["min_workers"] == 0
+    assert not re.match(r"^(g\d|p\d)", head["node_config"]["InstanceType"]), "the head is a CPU instance"
+
+
+def test_autoscaling_gpu_worker_types(prepared):
+    gpus = _gpu_types(prepared)
+    a10g = gpus["gpu-a10g"]
+    assert a10g["node_config"]["InstanceType"] == "g5.2xlarge" and a10g["resources"]["GPU"] == 1
+    assert a10g["min_workers"] == 0 and a10g["max_workers"] >= 1  # scales from zero
+    a100 = gpus["gpu-a100-80gb"]
+    assert a100["node_config"]["InstanceType"] == "p4de.24xlarge" and a100["resources"]["GPU"] == 8
+    assert a100["min_workers"] == 0
+    assert sum(t["max_workers"] for t in gpus.values()) >= 1
+    assert prepared["max_workers"] >= a10g["max_workers"]
+    assert 0 < prepared["idle_timeout_minutes"] <= 60
+    for name, t in gpus.items():
+        cfg = t["node_config"]
+        # workers reach s3:// storage through an instance role, never through keys copied to the node
+        assert cfg.get("IamInstanceProfile"), name
+        # an explicit AMI: Ray's built-in default is an old Deep Learning AMI whose driver is too old
+        assert cfg.get("ImageId") and "nvidia" in cfg["ImageId"], name
+
+
+def test_images_match_the_project_pins(prepared, pins):
+    docker = prepared["docker"]
+    py = "py{}{}".format(*pins["python"])
+    assert docker["worker_image"] == f"rayproject/ray:{pins['ray']}-{py}-gpu"
+    assert docker["head_image"] == f"rayproject/ray:{pins['ray']}-{py}-cpu"
+    assert "nightly" not in docker["worker_image"] + docker["head_image"]
+
+
+def test_setup_installs_this_project_never_a_nightly_ray(prepared, raw, pins):
+    assert raw["file_mounts"] == {MOUNT: "./build/motion-sweep"}
+    for key in ("head_setup_commands", "worker_setup_commands"):  # after Ray merged setup_commands in
+        cmds = _commands(prepared, key)
+        assert re.search(rf"pip install [^\n]*{re.escape(MOUNT)}(\s|$)", cmds), key
+        assert f"ray.__version__ == '{pins['ray']}'" in cmds, key
+        everything = cmds + _commands(prepared, "initialization_commands")
+        for bad in ("ray-wheels", "nightly", "dev0", "latest/ray"):
+            assert bad not in everything, (key, bad)
+        assert not re.search(r"pip install[^\n]*\bray\b", everything), "the image's Ray is kept"
+
+
+def test_dashboard_only_through_ray_dashboard(prepared):
+    head_start = _commands(prepared, "head_start_ray_commands")
+    assert "--dashboard-host=127.0.0.1" in head_start
+    assert "0.0.0.0" not in head_start
+    run_options = " ".join(prepared["docker"].get("run_options", []) + prepared["docker"].get("head_run_options", []))
+    assert not re.search(r"(^|\s)(-p|--publish)\b", run_options), "no port published from the container"
+    sg = prepared["provider"].get("security_group") or {}
+    for perm in sg.get("IpPermissions", []):
+        assert perm.get("FromPort") == perm.get("ToPort") == 22, "only SSH may be opened"
+
+
+def test_model_cache_reaches_every_node(prepared, raw):
+    run_options = prepared["docker"]["run_options"]
+    env = dict(o[3:].split("=", 1) for o in run_options if o.startswith("-e "))
+    assert env["HF_HOME"].startswith("/mnt/cache/") and env["TORCH_HOME"].startswith("/mnt/cache/")
+    assert env["MOTION_SWEEP_CACHE"].startswith("/mnt/cache/")
+    assert "MOTION_SWEEP_WEIGHTS" in env
+    assert "-v /mnt/cache:/mnt/cache" in run_options
+    assert "/mnt/cache" in _commands(prepared, "initialization_commands")
+    assert "MOTION_SWEEP_WEIGHTS" in _commands(raw, "setup_commands")
+
+
+def test_no_credentials_or_private_addresses_in_the_file():
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"(?i)aws_secret_access_key|aws_access_key_id|AKIA[0-9A-Z]{16}", text)
+    for match in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
+        addr = ipaddress.ip_address(match)
+        assert addr.is_loopback or not addr.is_private, match
