@@ -81,14 +81,27 @@ def write_video(path: str | os.PathLike, frames: np.ndarray, fps: int = 8) -> Pa
         if path.suffix.lower() == ".gif":
             iio.imwrite(tmp, frames, plugin="pillow", duration=1000 / fps, loop=0)
         else:
-            # yuv444p keeps small synthetic clips exact enough to track; odd sizes are fine with it.
-            iio.imwrite(tmp, frames, plugin="pyav", codec="libx264", fps=fps,
-                        out_pixel_format="yuv444p")
+            _write_h264(tmp, frames, fps)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def _write_h264(path: str, frames: np.ndarray, fps: int) -> None:
+    """H.264 through PyAV directly: imageio's writer runs gc.collect() twice per file, which costs more than
+    encoding a short clip inside a process holding a model. yuv444p keeps small synthetic clips exact enough to
+    track, and odd sizes are fine with it."""
+    import av
+
+    with av.open(path, mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv444p"
+        for frame in frames:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+        container.mux(stream.encode())  # flush
 
 
 def sample_frames(frames: np.ndarray, num_frames: int, start: int = 0, stride: int = 1) -> np.ndarray:

@@ -129,10 +129,10 @@ def ddim_invert(pipe, latents: torch.Tensor, steps: int = 50, progress: Callable
     inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inverse.set_timesteps(steps, device=latents.device)
     context = encode_prompt(pipe, "")
-    x = latents.to(pipe.unet.dtype)
+    x = latents.float()  # the 50-step recurrence runs in fp32 even when the UNet is fp16/bf16
     for i, t in enumerate(inverse.timesteps):
-        eps = pipe.unet(x, t, encoder_hidden_states=context).sample
-        x = inverse.step(eps, t, x).prev_sample
+        eps = pipe.unet(x.to(pipe.unet.dtype), t, encoder_hidden_states=context).sample
+        x = inverse.step(eps.float(), t, x).prev_sample
         if progress:
             progress(i + 1)
     return x

@@ -31,8 +31,8 @@ def make_demo_videos(folder: Path, num_frames: int = 12, size: int = 64) -> dict
     return paths
 
 
-def demo_spec(storage: str | Path, name: str = "demo", inversion_steps: int = 12, ddim_steps: int = 10,
-              generation_steps: int = 6) -> Spec:
+def demo_spec(storage: str | Path, name: str = "demo", inversion_steps: int = 8, ddim_steps: int = 5,
+              generation_steps: int = 4) -> Spec:
     """The demo's spec: 2 videos × 1 edit prompt × the seed grid (36 points → 20 variants, 8 inversions each)."""
     storage = Path(storage).resolve()
     videos = make_demo_videos(storage / "demo-videos")

@@ -268,3 +268,17 @@ def test_no_heavy_imports():
             "heavy = [m for m in ('torch', 'ray', 'model', 'evaluation', 'diffusers') if m in sys.modules]; "
             "assert not heavy, heavy")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_preset_defaults_agree_with_the_model_presets():
+    """sweep.spec keeps a torch-free copy of the preset table; it must not drift from model.presets."""
+    from model.presets import PRESETS
+    from sweep.spec import PRESET_DEFAULTS
+
+    assert set(PRESET_DEFAULTS) == set(PRESETS)
+    for name, preset in PRESETS.items():
+        d = PRESET_DEFAULTS[name]
+        assert (d["frames"], d["height"], d["width"], d["fps"], d["clip"], d["tracker"]) == (
+            preset.num_frames, preset.height, preset.width, preset.fps, preset.clip, preset.tracker), name
+        if name != "tiny":
+            assert d["model"] == preset.model
