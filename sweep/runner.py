@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .plan import Plan, make_plan, save_plan
+from .results import sample_row, write_part
 from .spec import Spec
 from .store import Store
 
@@ -137,9 +138,15 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
                     summary.ddim_inversions += 1
                 except Exception as exc:  # noqa: BLE001 - this video's trials fail below with the cause
                     summary.failed[f"ddim:{video}"] = _short(exc)
-            bad = {d.ddim_key for d in missing if f"ddim:{d.video}" in summary.failed}
+            bad = {d.ddim_key: summary.failed[f"ddim:{d.video}"] for d in missing
+                   if f"ddim:{d.video}" in summary.failed}
             for t in [t for t in todo if t.ddim_key in bad]:
-                summary.failed[t.trial_id] = f"DDIM inversion of {t.video} failed"
+                # A bad video costs its own rows, as error rows with the cause, never the sweep. Its trials
+                # count as done: a fixed video has another fingerprint, hence other keys.
+                error = f"reference video {t.video_path}: {bad[t.ddim_key]}"
+                write_part(store, spec.name, t.trial_id, [sample_row(g.columns, error=error)
+                                                          for g in t.generations])
+                summary.failed[t.trial_id] = error
                 trials.pop(t.trial_id)
         if trials:
             _fit(spec, store, trials, ddims, info, resources, max_concurrent, max_failures, verbose, summary)

@@ -184,12 +184,12 @@ def run_trial(trial: Trial, ddim: DDIMInversion, storage: str, sweep: dict, repo
         for batch in _batched(gens, gen_config.batch_size):
             rows += _generate_and_score(pipe, scorer, store, reference, embeddings, mode, gen_config, batch,
                                         sweep, backbones, device, invert_seconds)
-    write_part(store, name, trial.trial_id, rows)
     write_part(store, name, trial.trial_id, [{**trial.columns, "loss_curve": losses, "steps": len(losses),
                                               "seconds": invert_seconds, "device": device,
                                               "checkpoints": sorted(k for k in embeddings_at if k),
                                               "code_version": code_version(), "status": "ok"}],
                table="inversions")
+    write_part(store, name, trial.trial_id, rows)  # last: the samples part marks the trial complete
     summary = _summary(rows)
     summary["trial_seconds"] = time.perf_counter() - started
     report(summary)

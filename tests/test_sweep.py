@@ -154,3 +154,28 @@ axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, n
     r = subprocess.run(cli + ["run", str(bad)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "missing.mp4" in r.stderr and "3d" in r.stderr  # every problem at once, before Ray starts
+
+
+def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(ray_local, tmp_path):
+    import videoio
+    from sweep.results import load
+    from sweep.runner import run_sweep
+    from sweep.spec import Spec
+
+    good = videoio.write_video(tmp_path / "good.mp4", videoio.moving_shape_video(10, 64, 64))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
+    spec = Spec.model_validate({
+        "name": "corrupt", "preset": "tiny", "storage": str(tmp_path / "results"),
+        "data": [{"video": str(good), "source_prompt": "a square", "prompts": ["a ball rolls"]},
+                 {"video": str(bad), "source_prompt": "a square", "prompts": ["a ball rolls"]}],
+        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
+        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
+    })
+    summary = run_sweep(spec, verbose=0)
+    rows = load(summary.storage).to_pylist()
+    assert len(rows) == 2
+    by_video = {r["video"]: r for r in rows}
+    assert by_video["good"]["status"] == "ok"
+    assert by_video["bad"]["status"] == "error" and "cannot decode video" in by_video["bad"]["error"]
+    assert any("bad.mp4" in e for e in summary.failed.values())  # and the run's summary names it
