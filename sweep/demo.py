@@ -46,8 +46,5 @@ def demo_spec(storage: str | Path, name: str = "demo", inversion_steps: int = 8,
                  "debias": ["difference", "normalize", "none"], "seed": [0]},
         "inversion": {"steps": inversion_steps, "ddim_steps": ddim_steps},
         "generation": {"steps": generation_steps},
-        # Synthetic clips have a static textured background whose sub-pixel LK drift swamps the published
-        # (unfiltered) DMT score; the foreground filter keeps the tracks that move (recorded in every row).
-        "metrics": {"min_motion": 0.5},
         "resources": {"cpu": 1},
     })
