@@ -246,7 +246,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_run(summary, storage: str) -> int:
+def _print_run(summary) -> int:
     print(f"{summary.sweep}: {summary.ran} trial(s) run, {summary.skipped} already complete, "
           f"{summary.ddim_inversions} DDIM inversion(s), {summary.seconds:.1f} s", file=sys.stderr)
     for trial_id, error in summary.failed.items():
@@ -261,7 +261,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus)
-    return _print_run(summary, spec.storage)
+    return _print_run(summary)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -272,7 +272,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     spec = demo_spec(args.storage)
     summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=0)
-    code = _print_run(summary, spec.storage)
+    code = _print_run(summary)
     report(summary.storage, n_boot=200)
     print("note: tiny preset + random metric backbones — these numbers test the plumbing, not the method")
     return code

@@ -255,11 +255,5 @@ def _short(exc: BaseException) -> str:
     return (text[-1] if text else type(exc).__name__)[:500]
 
 
-def run_spec_file(path: str, **kwargs) -> RunSummary:
-    from .spec import load_spec
-
-    return run_sweep(load_spec(path), **kwargs)
-
-
-__all__ = ["RunSummary", "StorageError", "WorkerVisibilityError", "init_ray", "preflight", "run_spec_file",
+__all__ = ["RunSummary", "StorageError", "WorkerVisibilityError", "init_ray", "preflight",
            "run_sweep", "sweep_info"]
