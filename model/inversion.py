@@ -166,6 +166,12 @@ class TrainResult:
     losses: list[float]
     seconds: float
 
+    def at(self, step: int) -> MotionEmbeddings:
+        """The embeddings as they were at a saved step (a new module; `embeddings` stays at the last step)."""
+        emb = MotionEmbeddings(self.embeddings.spec, self.embeddings.blocks)
+        emb.load_state_dict(self.checkpoints[step])
+        return emb
+
 
 def train_embeddings(pipe, latents: torch.Tensor, source_prompt: str, config: InversionConfig,
                      callback: TrainCallback | None = None, base_model: str = "") -> TrainResult:

@@ -149,7 +149,6 @@ def cmd_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from model import InversionConfig, get_preset, load_video_frames, prepare_reference, train_embeddings
-    from model.embeddings import MotionEmbeddings
 
     preset = get_preset(args.preset, args.model)
     config = InversionConfig(
@@ -172,10 +171,8 @@ def cmd_invert(args: argparse.Namespace) -> int:
             bar.update(1)
             bar.set_postfix(loss=f"{loss:.4f}")
         result = train_embeddings(pipe, reference.latents, args.prompt, config, progress, preset.model)
-    for step, state in sorted(result.checkpoints.items()):
-        emb = MotionEmbeddings(result.embeddings.spec, result.embeddings.blocks)
-        emb.load_state_dict(state)
-        emb.save(out / f"step-{step:04d}.safetensors", {"step": step, "source_prompt": args.prompt})
+    for step in sorted(result.checkpoints):
+        result.at(step).save(out / f"step-{step:04d}.safetensors", {"step": step, "source_prompt": args.prompt})
     run = {"preset": preset.name, "model": preset.model, "video": str(args.video), "source_prompt": args.prompt,
            "frames": frames, "start": args.start, "stride": args.stride, "ddim_steps": args.ddim_steps,
            "inversion": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(config).items()},

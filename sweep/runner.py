@@ -14,7 +14,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .plan import Plan, make_plan, save_plan
 from .results import sample_row, write_part
@@ -98,9 +97,8 @@ def _keep_credentials_out_of_ray() -> None:
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
               num_cpus: int | None = None, max_failures: int = 2, verbose: int = 1) -> RunSummary:
     import ray
-    from ray import tune
 
-    from .trainable import ensure_reference, trainable
+    from .trainable import ensure_reference
 
     started = time.perf_counter()
     plan = make_plan(spec)

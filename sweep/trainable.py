@@ -16,6 +16,8 @@ from typing import Callable
 
 import numpy as np
 
+import videoio
+
 from .plan import DDIMInversion, Generation, Trial
 from .results import cached_sample_row, code_version, sample_row, write_part
 from .store import Store
@@ -148,9 +150,8 @@ def run_trial(trial: Trial, ddim: DDIMInversion, storage: str, sweep: dict, repo
                                   base_model=sweep.get("base_model", ""))
         losses, invert_seconds = result.losses, result.seconds
         with tempfile.TemporaryDirectory() as tmp:
-            for step, state in sorted(result.checkpoints.items()):
-                emb = MotionEmbeddings(result.embeddings.spec, result.embeddings.blocks)
-                emb.load_state_dict(state)
+            for step in sorted(result.checkpoints):
+                emb = result.at(step)
                 local = emb.save(Path(tmp) / f"step-{step}.safetensors", {"step": step})
                 store.upload(local, store.inversion_step_path(trial.inversion_key, step))
                 embeddings_at[step] = emb.to(pipe.unet.device)
@@ -226,8 +227,6 @@ def _generate_and_score(pipe, scorer, store: Store, reference, embeddings, debia
     rows = []
     for g, video in zip(gens, videos):
         try:
-            import videoio
-
             t0 = time.perf_counter()
             metrics = scorer.score(video, g.prompt, reference=reference.frames)
             score_seconds = time.perf_counter() - t0
