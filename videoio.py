@@ -180,3 +180,104 @@ def moving_shape_video(
         frame[ys, xs] = region
         out[i] = np.clip(frame, 0, 255).astype(np.uint8)
     return out
+
+
+# --------------------------------------------------------------------------------------------------
+# The toy world's clips: flat shapes with a dark border on plain backgrounds, moving along a path.
+# Anti-aliased from signed distances (sub-pixel positions, smooth motion), so a small VAE can reproduce
+# them and a Lucas–Kanade tracker finds the border's edges and corners. Used by `model.toy_data`.
+
+TOY_SHAPES = ("square", "circle", "triangle")
+
+
+def _shape_distance(shape: str, x: np.ndarray, y: np.ndarray, size: float) -> np.ndarray:
+    """Signed distance (px, negative inside) to a shape of bounding size `size` centred at the origin."""
+    half = size / 2.0
+    if shape == "circle":
+        return np.hypot(x, y) - half
+    if shape == "square":
+        r = half * 0.9  # a square looks bigger than a circle of the same width
+        qx, qy = np.abs(x) - r, np.abs(y) - r
+        return np.hypot(np.maximum(qx, 0), np.maximum(qy, 0)) + np.minimum(np.maximum(qx, qy), 0)
+    if shape == "triangle":  # upright isosceles triangle inscribed in the size×size box
+        top, bottom = (0.0, -half), half * 0.85
+        d_base = y - bottom  # > 0 below the base
+        # the two slanted sides: normals pointing outwards
+        sides = []
+        for sign in (-1.0, 1.0):
+            ex, ey = sign * half, bottom - top[1]  # edge vector from apex to a base corner
+            nx, ny = ey * sign, -ex * sign
+            norm = np.hypot(nx, ny)
+            sides.append(((x - top[0]) * nx + (y - top[1]) * ny) / norm)
+        return np.maximum(np.maximum(sides[0], sides[1]), d_base)
+    raise ValueError(f"unknown shape {shape!r}; use one of {', '.join(TOY_SHAPES)}")
+
+
+def render_shape_clip(path: np.ndarray, shape: str, color: tuple[int, int, int],
+                      background: tuple[int, int, int], size: float = 16.0, height: int = 64, width: int = 64,
+                      border: float = 2.0, border_color: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Render a flat shape with a border moving along `path` ([T, 2] centre positions (x, y) in pixels).
+
+    Coverage is anti-aliased (clip(0.5 − signed distance)), so sub-pixel positions move smoothly. The
+    border (default: the fill at 35 % brightness) gives trackers edges of known contrast on any
+    background. → uint8 [T, H, W, 3].
+    """
+    path = np.asarray(path, np.float32).reshape(-1, 2)
+    fill = np.asarray(color, np.float32)
+    edge = np.asarray(border_color if border_color is not None else fill * 0.35, np.float32)
+    bg = np.asarray(background, np.float32)
+    ys, xs = np.mgrid[:height, :width].astype(np.float32) + 0.5  # pixel centres
+    out = np.empty((len(path), height, width, 3), np.uint8)
+    for i, (cx, cy) in enumerate(path):
+        d = _shape_distance(shape, xs - cx, ys - cy, size)
+        outer = np.clip(0.5 - d, 0.0, 1.0)[..., None]
+        inner = np.clip(0.5 - (d + border), 0.0, 1.0)[..., None]
+        frame = bg * (1 - outer) + edge * (outer - inner) + fill * inner
+        out[i] = np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+    return out
+
+
+def render_shapes_frame(shapes: list[tuple[str, tuple[int, int, int], float, tuple[float, float]]],
+                        background: tuple[int, int, int], height: int = 64, width: int = 64,
+                        border: float = 2.0) -> np.ndarray:
+    """One frame with several bordered shapes, each (shape, color, size, (x, y) centre), drawn in order
+    (later ones on top) → uint8 [H, W, 3]. `render_shape_clip` draws one shape per frame the same way."""
+    ys, xs = np.mgrid[:height, :width].astype(np.float32) + 0.5
+    frame = np.broadcast_to(np.asarray(background, np.float32), (height, width, 3)).copy()
+    for shape, color, size, (cx, cy) in shapes:
+        fill = np.asarray(color, np.float32)
+        d = _shape_distance(shape, xs - cx, ys - cy, size)
+        outer = np.clip(0.5 - d, 0.0, 1.0)[..., None]
+        inner = np.clip(0.5 - (d + border), 0.0, 1.0)[..., None]
+        frame = frame * (1 - outer) + fill * 0.35 * (outer - inner) + fill * inner
+    return np.clip(frame + 0.5, 0, 255).astype(np.uint8)
+
+
+def motion_path(motion: str, num_frames: int = 8, speed: float = 2.5, start: tuple[float, float] = (0.0, 0.0),
+                accel: float = 0.0, radius: float = 10.0, phase: float = 0.0) -> np.ndarray:
+    """Centre positions [T, 2] (x, y; x right, y down) of a path starting at `start`.
+
+    Straight motions ("right", "left", "up", "down", "up_right", "up_left", "down_right", "down_left")
+    move `speed` px per frame, scaled along the clip by 1 + accel·(k − mid)/mid (speed changes); "circle"
+    goes clockwise round a circle of `radius` (an eighth of a turn per frame) starting at angle `phase`;
+    "zigzag" moves right while switching between down and up every two frames.
+    """
+    steps = num_frames - 1
+    mid = max(steps / 2.0, 1e-6)
+    if motion == "circle":
+        angles = phase + np.arange(num_frames) * (2 * np.pi / 8)
+        centre = np.asarray(start, np.float64) - radius * np.array([np.cos(phase), np.sin(phase)])
+        return (centre + radius * np.stack([np.cos(angles), np.sin(angles)], -1)).astype(np.float32)
+    if motion == "zigzag":
+        dy = np.array([1.0 if (k // 2) % 2 == 0 else -1.0 for k in range(steps)])
+        d = np.stack([np.full(steps, 1.0), dy], -1) * speed * np.array([0.8, 1.0])
+    else:
+        vec = {"right": (1, 0), "left": (-1, 0), "up": (0, -1), "down": (0, 1), "up_right": (1, -1),
+               "up_left": (-1, -1), "down_right": (1, 1), "down_left": (-1, 1)}.get(motion)
+        if vec is None:
+            raise ValueError(f"unknown motion {motion!r}")
+        v = np.asarray(vec, np.float64) / np.linalg.norm(vec)
+        scale = 1.0 + accel * (np.arange(steps) + 0.5 - mid) / mid
+        d = v[None] * (speed * scale)[:, None]
+    pos = np.concatenate([np.zeros((1, 2)), np.cumsum(d, 0)]) + np.asarray(start, np.float64)
+    return pos.astype(np.float32)

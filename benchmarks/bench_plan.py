@@ -27,10 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sweep.plan import make_plan, plan_summary  # noqa: E402
 from sweep.spec import Spec  # noqa: E402
+from vocabulary import DEBIAS_MODES, REMOVE, SEED_GRID  # noqa: E402
 
-SEED_GRID = {"qk": ["1d", "2d"], "v": ["2d", "1d"], "remove": ["none", "qk", "v"],
-             "debias": ["difference", "normalize", "none"], "seed": [0]}
-FULL_GRID = {**SEED_GRID, "remove": ["none", "qk", "v", "both"], "debias": ["difference", "normalize", "none", "drop"]}
+FULL_GRID = {**SEED_GRID, "remove": list(REMOVE), "debias": list(DEBIAS_MODES)}
 
 
 def paper_spec(folder: Path, axes: dict, n_videos: int = 22, n_prompts: int = 3) -> Spec:

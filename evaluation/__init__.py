@@ -15,10 +15,10 @@ plumbing; every result says which backbones made it and whether they were pretra
 from .config import EvaluationError, ScorerConfig
 from .fid import fid_from_features, kid_from_features
 from .motion import dmt_score, dmt_similarity, dmt_two_way, motion_fidelity
-from .scorer import EVALUATION_VERSION, METRICS, Scorer, get_scorer, reference_features, score_files
+from .scorer import EVALUATION_VERSION, Scorer, get_scorer, reference_features, score_files
 
 __all__ = [
-    "EVALUATION_VERSION", "METRICS", "EvaluationError", "Scorer", "ScorerConfig", "dmt_score", "dmt_similarity", "dmt_two_way",
+    "EVALUATION_VERSION", "EvaluationError", "Scorer", "ScorerConfig", "dmt_score", "dmt_similarity", "dmt_two_way",
     "fid_from_features", "get_scorer", "kid_from_features", "motion_fidelity", "reference_features",
     "score_files",
 ]

@@ -13,6 +13,8 @@ import json
 import sys
 from typing import Any
 
+from vocabulary import SAMPLE_METRICS
+
 from .config import EvaluationError, ScorerConfig
 
 
@@ -30,7 +32,8 @@ def add_score_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--min-motion", type=float, default=0.0,
                    help="foreground filter: keep tracks moving faster than this many px/frame in 75%% of steps "
                         "(default: 0, keep all = the published score)")
-    p.add_argument("--fid-frames", type=int, default=8, help="frames whose FID features are kept (default: 8)")
+    p.add_argument("--fid-frames", type=int, default=0,
+                   help="frames whose FID features are kept, evenly spaced (default: 0 = every frame)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--seed", type=int, default=0, help="seed of random CLIP weights")
     return p
@@ -39,8 +42,7 @@ def add_score_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def format_result(result: dict[str, Any]) -> str:
     """A human-readable table of a score_files() result."""
     lines = []
-    for key in ("text_similarity", "temporal_consistency", "appearance_leakage", "motion_fidelity",
-                "motion_fidelity_two_way"):
+    for key in SAMPLE_METRICS:
         v = result.get(key)
         lines.append(f"{key:<26}{'n/a' if v is None else f'{v:.4f}'}")
     if result.get("unavailable"):

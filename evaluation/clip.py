@@ -61,6 +61,18 @@ def _check_cached(model: str, tag: str, pcfg: dict) -> None:
                           f"HF_HUB_OFFLINE is set, so they cannot be downloaded; {_how(model, tag)}")
 
 
+def _check_local_dir(model: str) -> None:
+    """A `local-dir:` model needs its config and a weights file: open_clip only warns when the weights are
+    missing and goes on with random ones, which would be scored as if trained."""
+    folder = Path(model[len("local-dir:"):]).expanduser()
+    if not (folder / "open_clip_config.json").is_file():
+        raise EvaluationError(f"CLIP model {model}: no open_clip_config.json in {folder} (a local open_clip model "
+                              "is a folder with open_clip_config.json and open_clip_model.safetensors)")
+    if not any(folder.glob(pattern) for pattern in ("*.safetensors", "*.bin", "*.pth")):
+        raise EvaluationError(f"CLIP model {model}: {folder} holds a config but no weights "
+                              "(open_clip_model.safetensors / open_clip_pytorch_model.bin)")
+
+
 @lru_cache(maxsize=None)
 def load_clip(model: str, pretrained: str | None, device: str = "cpu", seed: int = 0) -> ClipBackbone:
     """Load (once per process) an open_clip model.
@@ -77,6 +89,8 @@ def load_clip(model: str, pretrained: str | None, device: str = "cpu", seed: int
     kwargs: dict[str, Any] = {}
     name = model
     if schema:
+        if model.startswith("local-dir:"):
+            _check_local_dir(model)
         if offline() and model.startswith("hf-hub:"):
             from huggingface_hub import try_to_load_from_cache
             if not isinstance(try_to_load_from_cache(model[7:], "open_clip_config.json"), str):

@@ -13,8 +13,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-TRACKERS = ("lk", "cotracker3")
-FID_FEATURES = ("auto", "inception", "clip")
+from vocabulary import FID_FEATURES, TRACKERS
+
 _RANDOM_TAGS = ("", "none", "random")
 
 
@@ -49,13 +49,17 @@ class ScorerConfig:
     tracker:            "lk" (OpenCV Lucas–Kanade, no weights; the offline default) or "cotracker3".
     tracker_checkpoint: CoTracker3 checkpoint file; None = torch.hub (cached or downloaded).
     grid_size:          points per side of the frame-0 grid (DMT: 55), clipped to what fits the frame.
-    min_motion:         foreground filter, px/frame: keep only tracks that move faster than this in at
-                        least 75 % of their steps (0 keeps every track: the published score).
+    min_motion:         px/frame, the step length of motion_fidelity's moving-track rule: > 0 replaces the
+                        size-relative default (0.1 % of the frame diagonal, at least 0.25 px); a moving
+                        track has at least half of its visible steps this long (evaluation/motion.py).
+                        motion_fidelity_dmt (the published score) never filters.
     fid_features:       "inception" (torchmetrics/torch-fidelity Inception-v3 pool features, 2048-d),
                         "clip" (this scorer's normalised CLIP image embeddings) or "auto" (Inception when
                         its package and weights are present locally, else CLIP).
     fid_checkpoint:     path to torch-fidelity's Inception weights (weights-inception-2015-12-05-*.pth).
-    fid_frames:         frames per clip whose features are kept for FID/KID (evenly spaced).
+    fid_frames:         frames per clip whose features are kept for FID/KID, evenly spaced (repeated when
+                        the clip is shorter); 0 = every frame of the clip (the default: FID needs many frames,
+                        and a set with fewer frames than feature dimensions gives an unreliable FID).
     device, seed:       torch device of the learned backbones; seed of the random CLIP weights.
     """
 
@@ -67,7 +71,7 @@ class ScorerConfig:
     min_motion: float = 0.0
     fid_features: str = "auto"
     fid_checkpoint: str | None = None
-    fid_frames: int = 8
+    fid_frames: int = 0
     device: str = "cpu"
     seed: int = 0
 
@@ -92,8 +96,8 @@ class ScorerConfig:
             raise EvaluationError(f"grid_size must be at least 2, got {self.grid_size}")
         if not float(self.min_motion) >= 0:  # also rejects NaN
             raise EvaluationError(f"min_motion must be >= 0 px/frame, got {self.min_motion}")
-        if int(self.fid_frames) < 1:
-            raise EvaluationError(f"fid_frames must be at least 1, got {self.fid_frames}")
+        if int(self.fid_frames) < 0:
+            raise EvaluationError(f"fid_frames must be >= 0 (0: every frame), got {self.fid_frames}")
         object.__setattr__(self, "grid_size", int(self.grid_size))
         object.__setattr__(self, "min_motion", float(self.min_motion))
         object.__setattr__(self, "fid_frames", int(self.fid_frames))

@@ -1,13 +1,20 @@
-"""FID and KID from stored per-sample features, and the Inception feature extractor.
+"""FID and KID from stored per-sample features (the one implementation), and the Inception extractor.
 
-FID/KID describe distributions, not samples: the scorer stores `fid_frames` feature vectors per
-generated clip, and any group of rows (a variant, a checkpoint) is compared with a reference frame set
-later, from the stored vectors alone. Formulas are torchmetrics': FID is the Fréchet distance of the two
-Gaussian fits, ||mu1 - mu2||² + Tr(S1 + S2 - 2 (S1 S2)^½), with Tr (S1 S2)^½ = sum of sqrt(eigenvalues)
-(torchmetrics' `_compute_fid`); KID is the unbiased MMD² with the cubic polynomial kernel
-k(x, y) = (x·y / D + 1)³, averaged over random subsets (torchmetrics' `poly_mmd`).
+FID/KID describe distributions, not samples: the scorer stores feature vectors of each generated clip's
+frames, and any group of rows (a variant, a checkpoint) is compared with a reference frame set later, from
+the stored vectors alone. numpy/scipy in float64, no torch; tests/test_fid.py checks both against
+torchmetrics' public `FrechetInceptionDistance` / `KernelInceptionDistance` fed the same features.
+
+FID = ||mu_a - mu_b||² + Tr(S_a) + Tr(S_b) - 2 Tr((S_a S_b)^½). The last trace is computed exactly, with
+no matrix square root: with centred features Xa [Na, D], Xb [Nb, D], S_a = Xa'Xa/(Na-1) and the
+eigenvalues of S_a S_b are the squared singular values of Xa Xb' / sqrt((Na-1)(Nb-1)), so the trace is
+that matrix's nuclear norm. Thin QR factors (Xa = Qa Ra) shrink it to the singular values of Ra Rb',
+at most min(N, D) square: exact and cheap whether N < D (few frames) or N > D.
+KID is the unbiased MMD² with the cubic kernel k(x, y) = (x·y / D + 1)³, averaged over random subsets
+(as torchmetrics' `poly_mmd`).
 Values depend on the feature extractor: Inception FIDs are comparable with the paper's (its 550–700 use
-few frames), CLIP-feature FIDs are on another scale.
+few frames), CLIP-feature FIDs are on another scale. With fewer frames than feature dimensions the
+covariances are singular and FID is strongly biased: read KID there (the report marks such FIDs).
 """
 
 from __future__ import annotations
@@ -35,25 +42,38 @@ def _features(x: np.ndarray, name: str) -> np.ndarray:
     return x
 
 
-def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
-    """Fréchet distance between feature sets a [N, D] and b [M, D] (same D, N, M >= 2).
-
-    Computed in float64 with torchmetrics' closed form. With fewer samples than dimensions the
-    covariances are singular; the formula stays defined but the value is biased upward (FID is biased
-    for small N: compare FIDs only at equal set sizes).
-    """
-    import torch
-    from torchmetrics.image.fid import _compute_fid
-
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     a, b = _features(a, "first"), _features(b, "second")
     if a.shape[1] != b.shape[1]:
         raise EvaluationError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]} (different extractors?)")
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    value = float(_compute_fid(ta.mean(0), torch.cov(ta.T).reshape(a.shape[1], -1),
-                               tb.mean(0), torch.cov(tb.T).reshape(b.shape[1], -1)))
+    return a, b
+
+
+def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
+    """Fréchet distance between feature sets a [N, D] and b [M, D] (same D, N, M >= 2), float64.
+
+    Exact for any N, M, D (see the module doc); biased upward for small sets, strongly so when N < D:
+    compare FIDs only at equal set sizes.
+    """
+    a, b = _pair(a, b)
+    xa, xb = a - a.mean(0), b - b.mean(0)
+    ra = np.linalg.qr(xa, mode="r")  # [min(N, D), D]: xa'xa = ra'ra
+    rb = np.linalg.qr(xb, mode="r")
+    scale = np.sqrt((len(a) - 1) * (len(b) - 1))
+    trace_sqrt = np.linalg.svd(ra @ rb.T, compute_uv=False).sum() / scale
+    mean_term = float(((a.mean(0) - b.mean(0)) ** 2).sum())
+    value = mean_term + (ra ** 2).sum() / (len(a) - 1) + (rb ** 2).sum() / (len(b) - 1) - 2.0 * trace_sqrt
     if not np.isfinite(value):
-        raise EvaluationError("FID is not finite for these features (degenerate covariance)")
-    return max(value, 0.0)  # exact 0 can come out as -1e-12
+        raise EvaluationError("FID is not finite for these features")
+    return max(float(value), 0.0)  # an exact 0 can come out as -1e-12
+
+
+def _poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
+    """Unbiased MMD² of equal-size sets with the cubic kernel (x·y / D + 1)³."""
+    m, d = len(x), x.shape[1]
+    kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
+    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+    return float(within - 2.0 * kxy.sum() / (m * m))
 
 
 def kid_from_features(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, subsets: int = 100,
@@ -62,24 +82,16 @@ def kid_from_features(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, sub
 
     As torchmetrics' KernelInceptionDistance: each subset draws `subset_size` rows of each set without
     replacement and takes the unbiased MMD² with the cubic polynomial kernel; the subset size is capped
-    at min(N, M). Seeded, so the same features give the same numbers.
+    at min(N, M) (torchmetrics refuses instead). Seeded, so the same features give the same numbers.
     """
-    import torch
-    from torchmetrics.image.kid import poly_mmd
-
-    a, b = _features(a, "first"), _features(b, "second")
-    if a.shape[1] != b.shape[1]:
-        raise EvaluationError(f"feature sizes differ: {a.shape[1]} vs {b.shape[1]} (different extractors?)")
+    a, b = _pair(a, b)
     if subsets < 1 or subset_size < 2:
         raise EvaluationError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
     m = min(subset_size, len(a), len(b))
-    ta, tb = torch.from_numpy(a), torch.from_numpy(b)
-    gen = torch.Generator().manual_seed(seed)
-    values = torch.stack([
-        poly_mmd(ta[torch.randperm(len(ta), generator=gen)[:m]], tb[torch.randperm(len(tb), generator=gen)[:m]])
-        for _ in range(subsets)])
-    std = float(values.std(unbiased=False)) if subsets > 1 else 0.0
-    return float(values.mean()), std
+    rng = np.random.default_rng(seed)
+    values = np.array([_poly_mmd(a[rng.permutation(len(a))[:m]], b[rng.permutation(len(b))[:m]])
+                       for _ in range(subsets)])
+    return float(values.mean()), float(values.std())
 
 
 # ------------------------------------------------------------------------------ Inception features

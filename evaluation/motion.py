@@ -1,6 +1,6 @@
-"""Motion fidelity: point tracks and the DMT score.
+"""Motion fidelity: point tracks with visibility, and the DMT score over the reference's moving tracks.
 
-The score is the one of "Diffusion Motion Transfer" (Yatim et al., 2024), used by Motion Inversion's
+The score is the one of "Diffusion Motion Transfer" (DMT, Yatim et al., 2024), used by Motion Inversion's
 Table 1: track a grid of points placed on frame 0 through the reference and the generated clip, build
 S[i, j] = mean over time of cos(displacement of generated track i, displacement of reference track j),
 subtract the identity, take the row-wise max and average. Upstream code
@@ -9,10 +9,47 @@ subtract the identity, take the row-wise max and average. Upstream code
     d = tracks[:, 1:] - tracks[:, :-1]; d = d / d.norm(dim=-1, keepdim=True)
     S = einsum("ntc,mtc->nmt", d_gen, d_ref).mean(-1); score = (S - I).max(1).mean()
 
-Two things the upstream code leaves undefined are decided here (and documented where they happen):
-zero-length displacements (upstream: 0/0 = NaN) and dropping tracks that barely move (upstream: an
-optional first-frame mask). Trackers: CoTracker3 (the paper's) and an OpenCV Lucas–Kanade tracker that
-needs no weights (the offline default).
+Trackers. DMT tracked with CoTracker (the first release, v1). This project's cluster tracker is CoTracker3
+(offline, ``cotracker3_offline``), loaded from torch.hub pinned to one commit of
+facebookresearch/co-tracker (COTRACKER_HUB) or from a local checkpoint; results record it as tracker
+"cotracker3" with tracker_checkpoint "torch.hub:facebookresearch/co-tracker:<commit>". The offline
+default, "lk", is OpenCV's pyramidal Lucas–Kanade (no weights; for tests and CPU runs).
+
+What upstream leaves undefined is decided here:
+
+* Zero-length steps (upstream: 0/0 = NaN): a step shorter than STATIC_EPS px has no direction; its unit
+  vector is zero, so it adds cosine 0 to every pair.
+* Visibility. A point the tracker loses (occluded, out of the frame, or failing the tracker's checks) is
+  not a static point: both trackers return a visibility mask [T, N] with the tracks (CoTracker3 predicts
+  it; LK marks a point lost from the frame where its status, forward–backward or patch check fails or it
+  leaves the frame, and never finds it again). A step is visible when the track is visible at both of
+  its frames. S[i, j] is the mean cosine over the steps visible in both tracks; a pair that shares no
+  visible step has no S (NaN) and is left out of every max (a row with no defined entry is left out of
+  the mean). A track visible in at most MIN_VISIBLE_FRACTION (half) of the steps is dropped; any two
+  tracks kept share at least one visible step, so S is defined everywhere among them. With every track
+  visible throughout, S and the scores are exactly the published formula.
+* Static background dilutes the published score: a static reference column has cosine 0 with every row,
+  so every row maximum is floored at 0 (an opposite motion scores about 0, not -1), and static generated
+  rows each add about 0. Hence three columns:
+
+  - ``motion_fidelity`` (what summaries rank by): the DMT formula on moving tracks. Columns are the
+    reference's moving tracks. Rows are the generated clip's moving tracks, judged by the same rule on its
+    own tracks (not the reference's grid points: an edit may change the subject's shape or place, and the
+    score is about motion, not layout). "Moving" (see `moving`): visible in more than half of the steps,
+    a peak displacement from its first visible position of at least MOVING_DISPLACEMENT (2 %) of the frame
+    diagonal, and at least MOVING_STEPS (half) of its visible steps at least MOVING_SPEED (0.1 %) of the
+    diagonal long, and never less than MOVING_SPEED_MIN_PX (0.25 px, about a tracker's precision) —
+    or `min_motion` px/frame when that is set. The displacement rule ignores tracker jitter; the step
+    rule ignores points dragged along by a passing object for a few frames (a tracker artefact), whose
+    mostly-zero steps would again pull every maximum toward 0.
+    If no reference track moves, both sides fall back to every visible track (``motion_mask_fallback``
+    is True and the score equals ``motion_fidelity_dmt``). If no generated track moves, nothing in the
+    generated clip agrees with the reference's motion: the score is 0.0 (a static clip scores 0, not NaN).
+    The identity subtraction is the published one, by grid index (`dmt_score`): a row whose only column
+    is its own grid point's track scores S − 1, so with very few moving tracks a score can pass -1.
+  - ``motion_fidelity_dmt``: the published score over every visible grid track (no motion mask).
+  - ``motion_fidelity_two_way``: mean of the row-wise and column-wise best matches of the same masked S
+    (no identity subtraction): the column side asks that every reference motion be found.
 """
 
 from __future__ import annotations
@@ -39,13 +76,32 @@ MIN_GRID_SPACING = 4.0
 #: CoTracker runs at this resolution and places its grid there; the LK tracker uses the same points.
 COTRACKER_INTERP_SHAPE = (384, 512)
 
-#: Foreground filter: a track is "moving" when it moves faster than min_motion px/frame in at least
-#: this fraction of its steps.
-MOVING_FRACTION = 0.75
+#: torch.hub source of CoTracker3, pinned to a commit whose hubconf.py has ``cotracker3_offline``
+#: (torch.hub accepts "owner/repo:ref"; its cache folder is then ``facebookresearch_co-tracker_<ref>``).
+COTRACKER_HUB_REPO = "facebookresearch/co-tracker"
+COTRACKER_HUB_COMMIT = "20d1b6cced2f98ab68be5ad211d1cb4a5fad25f2"
+COTRACKER_HUB = f"{COTRACKER_HUB_REPO}:{COTRACKER_HUB_COMMIT}"
 
-#: Lucas–Kanade forward–backward check: a point whose backward track misses its start by more than this
-#: many pixels is lost from that frame on.
+#: A track enters S only when visible in more than this fraction of its steps (so any two such tracks
+#: share a visible step).
+MIN_VISIBLE_FRACTION = 0.5
+
+#: Moving-track rule (see the module doc): peak displacement ≥ MOVING_DISPLACEMENT × frame diagonal, and
+#: ≥ MOVING_STEPS of the visible steps at least max(MOVING_SPEED × diagonal, MOVING_SPEED_MIN_PX) long
+#: (or `min_motion` px when given). At 256×256: 7.2 px and 0.36 px/frame; at 576×320: 13.2 px and
+#: 0.66 px/frame; at 64×64: 1.8 px and 0.25 px/frame.
+MOVING_DISPLACEMENT = 0.02
+MOVING_SPEED = 0.001
+MOVING_SPEED_MIN_PX = 0.25
+MOVING_STEPS = 0.5
+
+#: Lucas–Kanade checks: a point is lost from the frame where its backward track misses its start by more
+#: than LK_FB_THRESHOLD px, or where the LK_NCC_PATCH² patch around it correlates (normalised
+#: cross-correlation) less than LK_NCC_THRESHOLD with the patch in the previous frame: it was covered, or
+#: the window slid onto another surface (a background point dragged by a passing object).
 LK_FB_THRESHOLD = 1.0
+LK_NCC_PATCH = 7
+LK_NCC_THRESHOLD = 0.9
 
 
 # --------------------------------------------------------------------------------------------- grid
@@ -77,55 +133,127 @@ def grid_points(size: int, height: int, width: int) -> np.ndarray:
     return pts.astype(np.float32)
 
 
-# ------------------------------------------------------------------------------------------ trackers
-def track_lk(frames: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Track `points` [N, 2] (x, y on frame 0) through uint8 frames [T, H, W, 3] → tracks [T, N, 2].
+# ------------------------------------------------------------------------------------------- tracks
+@dataclass(frozen=True, eq=False)  # eq=False: no element-wise array comparison hiding in ==
+class Tracks:
+    """Point tracks of one clip: positions `xy` [T, N, 2] (x, y in pixels), `visible` [T, N] bool, and
+    the frame size they were tracked in (the moving-track thresholds are relative to it)."""
 
-    Pyramidal Lucas–Kanade from each frame to the next, with a forward–backward check: a point whose
-    backward flow misses its start by more than LK_FB_THRESHOLD px (or that LK flags, or that leaves
-    the frame) is lost and stays where it was last tracked reliably, so from then on it counts as
-    static (zero displacement) rather than as a wrong direction.
+    xy: np.ndarray
+    visible: np.ndarray
+    height: int
+    width: int
+
+    def __post_init__(self) -> None:
+        xy, vis = np.asarray(self.xy), np.asarray(self.visible, bool)
+        if xy.ndim != 3 or xy.shape[-1] != 2:
+            raise EvaluationError(f"tracks must be [T, N, 2] (x, y), got {tuple(xy.shape)}")
+        if vis.shape != xy.shape[:2]:
+            raise EvaluationError(f"visibility must be [T, N] = {tuple(xy.shape[:2])}, got {tuple(vis.shape)}")
+        object.__setattr__(self, "xy", xy)
+        object.__setattr__(self, "visible", vis)
+
+    @classmethod
+    def all_visible(cls, xy: np.ndarray, height: int, width: int) -> "Tracks":
+        xy = np.asarray(xy)
+        return cls(xy, np.ones(xy.shape[:2], bool), int(height), int(width))
+
+    @property
+    def diagonal(self) -> float:
+        return math.hypot(self.height, self.width)
+
+    def step_visible(self) -> np.ndarray:
+        """[T-1, N]: the track is visible at both frames of the step."""
+        return self.visible[1:] & self.visible[:-1]
+
+
+def as_tracks(tracks, frame_size: tuple[int, int] | None = None) -> Tracks:
+    """`tracks` itself, or an array [T, N, 2] taken as visible throughout in a frame of `frame_size`
+    (H, W), which the moving-track rule needs."""
+    if isinstance(tracks, Tracks):
+        return tracks
+    if frame_size is None:
+        raise EvaluationError("tracks given as a bare array need frame_size=(height, width): the moving-track "
+                              "thresholds are relative to the frame")
+    return Tracks.all_visible(tracks, *frame_size)
+
+
+# ------------------------------------------------------------------------------------------ trackers
+def _patch_ncc(prev: np.ndarray, p_prev: np.ndarray, cur: np.ndarray, p_cur: np.ndarray) -> np.ndarray:
+    """Normalised cross-correlation of the LK_NCC_PATCH² patches around p_prev in `prev` and p_cur in
+    `cur` (float32 images, points [N, 2]), sampled bilinearly → [N]; a flat patch correlates 0."""
+    r = (LK_NCC_PATCH - 1) / 2
+    offs = np.linspace(-r, r, LK_NCC_PATCH, dtype=np.float32)
+    ox, oy = (o.ravel()[None] for o in np.meshgrid(offs, offs))
+
+    def patches(img, p):
+        import cv2
+        return cv2.remap(img, (p[:, :1] + ox).astype(np.float32), (p[:, 1:] + oy).astype(np.float32),
+                         cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE).astype(np.float64)
+
+    a, b = patches(prev, p_prev), patches(cur, p_cur)
+    a -= a.mean(1, keepdims=True)
+    b -= b.mean(1, keepdims=True)
+    return (a * b).sum(1) / (np.sqrt((a * a).sum(1) * (b * b).sum(1)) + 1e-6)
+
+
+def track_lk(frames: np.ndarray, points: np.ndarray) -> Tracks:
+    """Track `points` [N, 2] (x, y on frame 0) through uint8 frames [T, H, W, 3] → Tracks.
+
+    Pyramidal Lucas–Kanade from each frame to the next. A point is lost (invisible from that frame on;
+    its position is held, but no step touching it counts) when LK flags it, when its backward flow misses
+    its start by more than LK_FB_THRESHOLD px, when its patch no longer matches the previous frame's
+    (LK_NCC_THRESHOLD), or when it leaves the frame.
     """
     import cv2
 
     t, h, w, _ = frames.shape
     side = min(h, w)
-    win = 9 if side < 192 else 15 if side < 480 else 21  # small windows drag less at occlusion edges
+    # small windows drag less at occlusion edges; the pyramid handles the large displacements
+    win = 7 if side < 480 else 11
     lk = dict(winSize=(win, win), maxLevel=2 if side < 128 else 3 if side < 480 else 4,
               criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 30, 0.01))
     gray = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in frames]
-    cur = np.ascontiguousarray(points, np.float32).reshape(-1, 1, 2)
-    alive = np.ones(len(cur), bool)
-    out = np.empty((t, len(cur), 2), np.float32)
-    out[0] = cur[:, 0]
+    grayf = [g.astype(np.float32) for g in gray]  # for the patch check
+    pos = np.array(points, np.float32).reshape(-1, 2)  # a copy: updated in place below
+    alive = np.ones(len(pos), bool)
+    xy = np.empty((t, len(pos), 2), np.float32)
+    visible = np.zeros((t, len(pos)), bool)
+    xy[0], visible[0] = pos, True
     for i in range(1, t):
-        nxt, st, _ = cv2.calcOpticalFlowPyrLK(gray[i - 1], gray[i], cur, None, **lk)
-        back, st_back, _ = cv2.calcOpticalFlowPyrLK(gray[i], gray[i - 1], nxt, None, **lk)
-        fb = np.linalg.norm(back[:, 0] - cur[:, 0], axis=-1)
-        inside = ((nxt[:, 0, 0] >= 0) & (nxt[:, 0, 0] <= w - 1) & (nxt[:, 0, 1] >= 0)
-                  & (nxt[:, 0, 1] <= h - 1))
-        ok = (st[:, 0] == 1) & (st_back[:, 0] == 1) & (fb <= LK_FB_THRESHOLD) & inside & np.isfinite(fb)
-        alive &= ok
-        cur = np.where(alive[:, None, None], nxt, cur).astype(np.float32)
-        out[i] = cur[:, 0]
-    return out
+        idx = np.flatnonzero(alive)  # a lost point is never found again: track only the others
+        if idx.size:
+            cur = np.ascontiguousarray(pos[idx]).reshape(-1, 1, 2)
+            nxt, st, _ = cv2.calcOpticalFlowPyrLK(gray[i - 1], gray[i], cur, None, **lk)
+            back, st_back, _ = cv2.calcOpticalFlowPyrLK(gray[i], gray[i - 1], nxt, None, **lk)
+            cur, nxt, back = cur[:, 0], nxt[:, 0], back[:, 0]
+            fb = np.linalg.norm(back - cur, axis=-1)
+            inside = (nxt[:, 0] >= 0) & (nxt[:, 0] <= w - 1) & (nxt[:, 1] >= 0) & (nxt[:, 1] <= h - 1)
+            ok = (st[:, 0] == 1) & (st_back[:, 0] == 1) & (fb <= LK_FB_THRESHOLD) & inside & np.isfinite(fb)
+            if ok.any():  # the patch check only where the cheaper ones passed
+                ncc = _patch_ncc(grayf[i - 1], cur[ok], grayf[i], nxt[ok])
+                ok[np.flatnonzero(ok)[ncc < LK_NCC_THRESHOLD]] = False
+            alive[idx[~ok]] = False
+            pos[idx[ok]] = nxt[ok]
+        xy[i], visible[i] = pos, alive  # a lost point keeps its last reliable position, invisible
+    return Tracks(xy, visible, h, w)
 
 
 @lru_cache(maxsize=None)
 def load_cotracker(checkpoint: str | None, device: str):
-    """CoTracker3 (offline variant, the DMT/paper tracker) from a local checkpoint or torch.hub.
+    """CoTracker3 (offline variant) from a local checkpoint or torch.hub pinned to COTRACKER_HUB.
 
     `checkpoint`: path to ``scaled_offline.pth`` (needs the ``cotracker`` package), or None for
-    ``torch.hub.load("facebookresearch/co-tracker", "cotracker3_offline")`` (downloads the code and the
+    ``torch.hub.load(COTRACKER_HUB, "cotracker3_offline")`` (downloads the code at that commit and the
     weights once; cached under ``torch.hub.get_dir()``). Offline with nothing cached fails at once.
     """
     import torch
 
     how = ("give tracker_checkpoint=/path/to/scaled_offline.pth (from "
            "https://huggingface.co/facebook/cotracker3, with `pip install "
-           "git+https://github.com/facebookresearch/co-tracker`), or run once with internet: "
-           "python -c \"import torch; torch.hub.load('facebookresearch/co-tracker', 'cotracker3_offline')\", "
-           "or use tracker='lk' (no weights needed)")
+           f"git+https://github.com/{COTRACKER_HUB_REPO}@{COTRACKER_HUB_COMMIT}`), or run once with internet: "
+           f"python -c \"import torch; torch.hub.load('{COTRACKER_HUB}', 'cotracker3_offline', "
+           "trust_repo=True, skip_validation=True)\", or use tracker='lk' (no weights needed)")
     if checkpoint:
         path = Path(checkpoint).expanduser()
         if not path.is_file():
@@ -135,53 +263,66 @@ def load_cotracker(checkpoint: str | None, device: str):
         except ImportError:
             raise EvaluationError(
                 "tracker 'cotracker3' with a local checkpoint needs the cotracker package: "
-                "pip install git+https://github.com/facebookresearch/co-tracker") from None
+                f"pip install git+https://github.com/{COTRACKER_HUB_REPO}@{COTRACKER_HUB_COMMIT}") from None
         try:
             model = CoTrackerPredictor(checkpoint=str(path), offline=True, v2=False, window_len=60)
         except Exception as exc:  # noqa: BLE001 - a bad file is the user's to fix
             raise EvaluationError(f"cannot load CoTracker3 checkpoint {path}: {exc}") from None
     else:
         hub = Path(torch.hub.get_dir())
-        cached = (hub / "facebookresearch_co-tracker_main").is_dir() and \
-            (hub / "checkpoints" / "scaled_offline.pth").is_file()
+        code = hub / "_".join([*COTRACKER_HUB_REPO.split("/"), COTRACKER_HUB_COMMIT.replace("/", "_")])
+        cached = code.is_dir() and (hub / "checkpoints" / "scaled_offline.pth").is_file()
         if offline() and not cached:
-            raise EvaluationError(f"CoTracker3 is not in the torch hub cache ({hub}) and HF_HUB_OFFLINE is "
+            raise EvaluationError(f"CoTracker3 is not in the torch hub cache ({code}) and HF_HUB_OFFLINE is "
                                   f"set, so it cannot be downloaded; {how}")
         try:
-            model = torch.hub.load("facebookresearch/co-tracker", "cotracker3_offline",
-                                   skip_validation=True, trust_repo=True)
+            model = torch.hub.load(COTRACKER_HUB, "cotracker3_offline", skip_validation=True, trust_repo=True)
         except Exception as exc:  # noqa: BLE001
             raise EvaluationError(f"cannot load CoTracker3 from torch.hub ({type(exc).__name__}: {exc}); "
                                   f"{how}") from None
     return model.to(device).eval()
 
 
-def track_cotracker(model, frames: np.ndarray, grid_size: int, device: str) -> np.ndarray:
-    """CoTracker3 tracks of a `grid_size`² grid on frame 0, exactly as DMT calls it → [T, N, 2]."""
+def track_cotracker(model, frames: np.ndarray, grid_size: int, device: str) -> Tracks:
+    """CoTracker3 tracks of a `grid_size`² grid on frame 0, called as DMT calls it, with the visibility
+    CoTracker3 predicts (True/False per frame and point) → Tracks."""
     import torch
 
+    t, h, w, _ = frames.shape
     video = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2)[None].float().to(device)
     with torch.no_grad():
-        tracks, _visibility = model(video, grid_size=grid_size)
-    return tracks[0].float().cpu().numpy()
+        tracks, visibility = model(video, grid_size=grid_size)
+    vis = visibility[0]
+    vis = vis if vis.dtype == torch.bool else vis > 0.5  # the predictor thresholds already; be safe
+    return Tracks(tracks[0].float().cpu().numpy(), vis.cpu().numpy(), h, w)
 
 
-def resample_tracks(tracks: np.ndarray, num_frames: int) -> np.ndarray:
-    """Linearly interpolate tracks [T, N, 2] to `num_frames` evenly spaced times over the same span.
+def resample_tracks(tracks, num_frames: int):
+    """Linearly interpolate tracks to `num_frames` evenly spaced times over the same span → same type
+    (Tracks, or an array [T, N, 2]). An interpolated position is visible when both frames it is
+    interpolated from are.
 
     The reference may have another frame count than the generated clip; it is assumed to cover the
     same span of time (trim it first if the generation used only part of it). Resampling the tracks
     rather than the frames keeps every step a real displacement: repeating frames to stretch a short
     reference would insert zero steps, which count as "no motion".
     """
-    t = tracks.shape[0]
+    if isinstance(tracks, Tracks):
+        xy, vis = tracks.xy, tracks.visible
+    else:
+        xy, vis = np.asarray(tracks), None
+    t = xy.shape[0]
     if t == num_frames:
         return tracks
     pos = np.linspace(0.0, t - 1, num_frames)          # fractional source frame of each output frame
     lo = np.minimum(np.floor(pos).astype(int), t - 2)
     w = (pos - lo)[:, None, None]
-    tracks = np.asarray(tracks, np.float64)
-    return ((1 - w) * tracks[lo] + w * tracks[lo + 1]).astype(np.float32)
+    out = ((1 - w) * np.asarray(xy, np.float64)[lo] + w * np.asarray(xy, np.float64)[lo + 1]).astype(np.float32)
+    if vis is None:
+        return out
+    wv = w[:, :, 0]
+    vis_out = (vis[lo] | (wv >= 1)) & (vis[lo + 1] | (wv <= 0))
+    return Tracks(out, vis_out, tracks.height, tracks.width)
 
 
 # --------------------------------------------------------------------------------------- DMT score
@@ -197,11 +338,15 @@ def unit_displacements(tracks: np.ndarray) -> np.ndarray:
     return np.where(norm > STATIC_EPS, d / np.maximum(norm, STATIC_EPS), 0.0)
 
 
-def dmt_similarity(gen_tracks: np.ndarray, ref_tracks: np.ndarray) -> np.ndarray:
-    """S [N_gen, N_ref]: mean over time of the cosine between unit displacements of each track pair.
+def dmt_similarity(gen_tracks: np.ndarray, ref_tracks: np.ndarray, gen_visible: np.ndarray | None = None,
+                   ref_visible: np.ndarray | None = None) -> np.ndarray:
+    """S [N_gen, N_ref]: mean cosine between the unit displacements of each track pair, over the steps
+    visible in both (NaN where a pair shares none).
 
     Tracks are [T, N, 2] (x, y) with the same T; the reference must be resampled to the generated clip
-    first (see resample_tracks). Mismatched lengths are an EvaluationError, not a broadcast.
+    first (see resample_tracks). Visibility: bool [T, N] per side, None = visible throughout (then S is
+    exactly the published mean over all steps). Mismatched lengths are an EvaluationError, not a
+    broadcast.
     """
     gen_tracks, ref_tracks = np.asarray(gen_tracks), np.asarray(ref_tracks)
     for name, tr in (("generated", gen_tracks), ("reference", ref_tracks)):
@@ -216,14 +361,43 @@ def dmt_similarity(gen_tracks: np.ndarray, ref_tracks: np.ndarray) -> np.ndarray
             f"generated tracks have {gen_tracks.shape[0]} frames but reference tracks "
             f"{ref_tracks.shape[0]}; resample the reference to the generated length first")
     u_gen, u_ref = unit_displacements(gen_tracks), unit_displacements(ref_tracks)
-    steps = u_gen.shape[1]
-    # einsum("ntc,mtc->nm") / steps, as one matmul
-    return u_gen.reshape(len(u_gen), -1) @ u_ref.reshape(len(u_ref), -1).T / steps
+    n, m, steps = len(u_gen), len(u_ref), u_gen.shape[1]
+    if n == 0 or m == 0:
+        return np.zeros((n, m))
+    if gen_visible is None and ref_visible is None:
+        # einsum("ntc,mtc->nm") / steps, as one matmul: the published formula
+        return u_gen.reshape(n, -1) @ u_ref.reshape(m, -1).T / steps
+    sv_gen = _step_weights(gen_visible, gen_tracks.shape[:2], "generated")  # [N, T-1] 0/1
+    sv_ref = _step_weights(ref_visible, ref_tracks.shape[:2], "reference")
+    total = (u_gen * sv_gen[..., None]).reshape(n, -1) @ (u_ref * sv_ref[..., None]).reshape(m, -1).T
+    shared = sv_gen @ sv_ref.T  # steps visible in both tracks of each pair
+    if shared.min(initial=1) > 0:  # the usual case: divide in place (S is large at the DMT grid)
+        return np.divide(total, shared, out=total)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(shared > 0, total / np.maximum(shared, 1), np.nan)
+
+
+def _step_weights(visible: np.ndarray | None, shape: tuple[int, int], name: str) -> np.ndarray:
+    if visible is None:
+        return np.ones((shape[1], shape[0] - 1))
+    vis = np.asarray(visible, bool)
+    if vis.shape != shape:
+        raise EvaluationError(f"{name} visibility must be [T, N] = {shape}, got {tuple(vis.shape)}")
+    return (vis[1:] & vis[:-1]).T.astype(np.float64)
+
+
+def _row_max(s: np.ndarray) -> np.ndarray:
+    """Max of each row over its defined (non-NaN) entries; rows with none are left out."""
+    defined = ~np.isnan(s)
+    if defined.all():  # the usual case: every pair shares a visible step
+        return s.max(axis=1)
+    return np.where(defined, s, -np.inf).max(axis=1)[defined.any(axis=1)]
 
 
 def dmt_score(similarity: np.ndarray, gen_index: np.ndarray | None = None,
               ref_index: np.ndarray | None = None) -> float:
-    """The published DMT score: (S − I).max(axis=1).mean().
+    """The published DMT score: (S − I).max(axis=1).mean(), NaN entries (pairs that share no visible
+    step) left out of the max.
 
     "I" pairs a generated track with the reference track started at the same grid point; when tracks
     were filtered, `gen_index`/`ref_index` give each row's/column's grid index and 1 is subtracted where
@@ -234,66 +408,121 @@ def dmt_score(similarity: np.ndarray, gen_index: np.ndarray | None = None,
         raise EvaluationError("motion similarity matrix is empty (no tracks on one side)")
     gi = np.arange(s.shape[0]) if gen_index is None else np.asarray(gen_index)
     ri = np.arange(s.shape[1]) if ref_index is None else np.asarray(ref_index)
-    s -= (gi[:, None] == ri[None, :])
-    return float(s.max(axis=1).mean())
+    _, rows, cols = np.intersect1d(gi, ri, assume_unique=True, return_indices=True)
+    s[rows, cols] -= 1.0
+    best = _row_max(s)
+    if best.size == 0:
+        raise EvaluationError("no generated and reference track share a visible step")
+    return float(best.mean())
 
 
 def dmt_two_way(similarity: np.ndarray) -> float:
     """Two-way variant: mean of the row-wise (generated→reference) and column-wise
-    (reference→generated) best-match means of S, with no identity subtraction. The column side checks
-    that every reference motion is reproduced, which the published one-way score does not."""
+    (reference→generated) best-match means of S, with no identity subtraction (NaN entries left out).
+    The column side checks that every reference motion is reproduced, which the published one-way
+    score does not."""
     s = np.asarray(similarity, np.float64)
     if s.size == 0:
         raise EvaluationError("motion similarity matrix is empty (no tracks on one side)")
-    return float(0.5 * (s.max(axis=1).mean() + s.max(axis=0).mean()))
+    rows, cols = _row_max(s), _row_max(s.T)
+    if rows.size == 0:
+        raise EvaluationError("no generated and reference track share a visible step")
+    return float(0.5 * (rows.mean() + cols.mean()))
+
+
+# ------------------------------------------------------------------------------------ moving tracks
+def visible_enough(tracks: Tracks) -> np.ndarray:
+    """bool [N]: visible in more than MIN_VISIBLE_FRACTION of the steps (the tracks that enter S)."""
+    return tracks.step_visible().mean(axis=0) > MIN_VISIBLE_FRACTION
+
+
+def moving_thresholds(tracks: Tracks, min_motion: float = 0.0) -> tuple[float, float]:
+    """(peak displacement px, step length px/frame) of the moving-track rule at this frame size."""
+    step = float(min_motion) if min_motion > 0 else max(MOVING_SPEED * tracks.diagonal, MOVING_SPEED_MIN_PX)
+    return MOVING_DISPLACEMENT * tracks.diagonal, step
+
+
+def moving(tracks: Tracks, min_motion: float = 0.0) -> np.ndarray:
+    """Which tracks move → bool [N]: visible enough (`visible_enough`), a peak displacement from the first
+    visible position of at least MOVING_DISPLACEMENT × frame diagonal, and at least MOVING_STEPS of the
+    visible steps no shorter than max(MOVING_SPEED × diagonal, MOVING_SPEED_MIN_PX), or `min_motion` px
+    when that is > 0. Only visible frames and steps count.
+    """
+    peak_px, step_px = moving_thresholds(tracks, min_motion)
+    xy, vis = np.asarray(tracks.xy, np.float64), tracks.visible
+    n = xy.shape[1]
+    first = xy[np.argmax(vis, axis=0), np.arange(n)]   # position at the first visible frame
+    dist = np.where(vis, np.linalg.norm(xy - first[None], axis=-1), 0.0)
+    step_vis = tracks.step_visible()
+    steps = np.linalg.norm(np.diff(xy, axis=0), axis=-1)
+    moving_steps = ((steps >= step_px) & step_vis).sum(axis=0)
+    sustained = moving_steps >= MOVING_STEPS * np.maximum(step_vis.sum(axis=0), 1)
+    return visible_enough(tracks) & (dist.max(axis=0) >= peak_px) & sustained
 
 
 @dataclass(frozen=True)
 class MotionResult:
-    """Motion fidelity of one pair: the published score, the two-way variant, and how many tracks
-    (generated, reference) entered S after the foreground filter."""
+    """Motion fidelity of one pair (see the module doc).
+
+    score:            `motion_fidelity`, the DMT formula over the moving tracks (rows: generated, columns:
+                      reference); two_way: `motion_fidelity_two_way` over the same matrix.
+    tracks_generated / tracks_reference: rows / columns of that matrix.
+    dmt:              `motion_fidelity_dmt`, the published score over every visible track.
+    fallback:         no reference track moves, so score and two_way use every visible track.
+    mask:             the rule that chose the rows and columns, in pixels at this frame size.
+    visible_generated / visible_reference: tracks visible in more than half of the steps.
+    """
     score: float
     two_way: float
     tracks_generated: int
     tracks_reference: int
+    dmt: float = float("nan")
+    fallback: bool = False
+    mask: str = ""
+    visible_generated: int = 0
+    visible_reference: int = 0
 
 
-def moving(tracks: np.ndarray, min_motion: float) -> np.ndarray:
-    """Which tracks [T, N, 2] are foreground: they move more than `min_motion` px per frame in at
-    least MOVING_FRACTION of their steps → bool [N].
+def motion_fidelity(gen_tracks, ref_tracks, min_motion: float = 0.0, *,
+                    frame_size: tuple[int, int] | None = None) -> MotionResult:
+    """Motion fidelity of generated vs reference tracks (Tracks, or arrays [T, N, 2] visible throughout
+    with `frame_size` (H, W)); both with the same T (resample the reference first).
 
-    Per-step speed rather than total distance, so a background point that the subject drags along or
-    covers for a few frames (a tracker artefact, and one upstream DMT's mask avoids by construction)
-    does not count as a moving track.
+    `min_motion` (px per frame of the scored clip): 0 = the size-relative step rule; > 0 replaces it
+    (a moving track has at least MOVING_STEPS of its visible steps this long). If the tracker lost every
+    reference point the score is undefined (EvaluationError, said by the caller); the rest is in the
+    module doc.
     """
-    steps = np.linalg.norm(np.diff(np.asarray(tracks, np.float64), axis=0), axis=-1)
-    return (steps > min_motion).mean(axis=0) >= MOVING_FRACTION
+    gen, ref = as_tracks(gen_tracks, frame_size), as_tracks(ref_tracks, frame_size)
+    gen_ok, ref_ok = np.flatnonzero(visible_enough(gen)), np.flatnonzero(visible_enough(ref))
+    if len(ref_ok) == 0:
+        raise EvaluationError("the tracker lost every reference point (none is visible in more than half of the "
+                              "steps), so there is no motion to compare with")
+    # S among the tracks visible enough only: every pair there shares a visible step (no NaN)
+    s = dmt_similarity(gen.xy[:, gen_ok], ref.xy[:, ref_ok], gen.visible[:, gen_ok], ref.visible[:, ref_ok])
 
+    def sub(rows, cols):  # the rows/columns (grid indices, subsets of gen_ok/ref_ok) of S
+        if len(rows) == len(gen_ok) and len(cols) == len(ref_ok):  # all of them: no copy
+            return s
+        return s[np.ix_(np.searchsorted(gen_ok, rows), np.searchsorted(ref_ok, cols))]
 
-def motion_fidelity(gen_tracks: np.ndarray, ref_tracks: np.ndarray, min_motion: float = 0.0) -> MotionResult:
-    """DMT motion fidelity of generated vs reference tracks (both [T, N, 2], same T).
-
-    Foreground filter (`min_motion` > 0, px per frame of the scored clip): a track that is not `moving`
-    (faster than `min_motion` px/frame in MOVING_FRACTION of its steps) is dropped — generated tracks by
-    their own motion (rows), reference tracks by theirs (columns). Filtering each side by itself, rather than with one mask for
-    both as DMT's first-frame mask does, keeps the score about motion when the edit changes the
-    subject's shape or place. With a static background, unfiltered static tracks each add 0 and pull
-    the score toward the fraction of moving points; the filter removes that dilution.
-    If the reference has no moving track the score is undefined (EvaluationError, said by the caller);
-    if the generated clip has none, nothing in it agrees with the reference: both scores are 0.0.
-    """
-    s = dmt_similarity(gen_tracks, ref_tracks)
-    gen_idx = np.arange(s.shape[0])
-    ref_idx = np.arange(s.shape[1])
-    if min_motion > 0:
-        ref_idx = np.flatnonzero(moving(ref_tracks, min_motion))
-        gen_idx = np.flatnonzero(moving(gen_tracks, min_motion))
-        if len(ref_idx) == 0:
-            raise EvaluationError(
-                f"no reference track moves faster than min_motion={min_motion:g} px/frame in "
-                f"{MOVING_FRACTION:.0%} of its steps, so there is no motion to compare with; lower min_motion "
-                "(0 keeps every track)")
-        if len(gen_idx) == 0:
-            return MotionResult(0.0, 0.0, 0, int(len(ref_idx)))
-        s = s[np.ix_(gen_idx, ref_idx)]
-    return MotionResult(dmt_score(s, gen_idx, ref_idx), dmt_two_way(s), int(len(gen_idx)), int(len(ref_idx)))
+    dmt = dmt_score(s, gen_ok, ref_ok) if len(gen_ok) else 0.0
+    ref_moving = np.flatnonzero(moving(ref, min_motion))
+    peak_px, step_px = moving_thresholds(ref, min_motion)
+    if len(ref_moving):
+        rows, cols, fallback = np.flatnonzero(moving(gen, min_motion)), ref_moving, False
+        mask = (f"moving tracks: peak displacement >= {peak_px:.3g} px, >= {MOVING_STEPS:.0%} of visible steps "
+                f">= {step_px:.3g} px/frame")
+    else:
+        rows, cols, fallback = gen_ok, ref_ok, True
+        mask = (f"every visible track (fallback: no reference track has a peak displacement >= {peak_px:.3g} px "
+                f"and {MOVING_STEPS:.0%} of visible steps >= {step_px:.3g} px/frame)")
+    if len(rows) == 0:  # nothing moves (or can be followed) in the generated clip: nothing agrees
+        score = two_way = 0.0
+    else:
+        masked = sub(rows, cols)
+        same = masked is s  # every visible track moves (a pan), or the fallback: the DMT number again
+        score = dmt if same else dmt_score(masked, rows, cols)
+        two_way = dmt_two_way(masked)
+    return MotionResult(score, two_way, int(len(rows)), int(len(cols)), dmt=dmt, fallback=fallback, mask=mask,
+                        visible_generated=int(len(gen_ok)), visible_reference=int(len(ref_ok)))

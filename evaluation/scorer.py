@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 import videoio
+from vocabulary import SAMPLE_METRICS
 
 from . import clip as clipm
 from . import fid as fidm
@@ -25,10 +26,8 @@ from . import motion as motionm
 from .config import EvaluationError, ScorerConfig
 
 #: Bump when a metric's definition or preprocessing changes, so stored numbers can be told apart.
-EVALUATION_VERSION = "1"
+EVALUATION_VERSION = "2"  # 2: tracks carry visibility; motion_fidelity over moving tracks
 
-METRICS = ("text_similarity", "temporal_consistency", "appearance_leakage", "motion_fidelity",
-           "motion_fidelity_two_way")
 
 MIN_SIDE = 16
 
@@ -85,15 +84,21 @@ class Scorer:
         """
         c = self.config
         fid_pretrained = self.inception is not None or self.clip.pretrained
+        m = motionm  # the track-selection rule of motion_fidelity, in words (motion.py's doc)
+        step = (f"{c.min_motion:g} px/frame" if c.min_motion > 0 else
+                f"max({m.MOVING_SPEED:.1%} of the diagonal, {m.MOVING_SPEED_MIN_PX:g} px)/frame")
+        rule = (f"moving tracks on each side: visible in >{m.MIN_VISIBLE_FRACTION:.0%} of steps, peak displacement "
+                f">= {m.MOVING_DISPLACEMENT:.0%} of the frame diagonal, >= {m.MOVING_STEPS:.0%} of visible steps "
+                f">= {step}; every visible track when no reference track moves; S over steps visible in both")
         return {
             "clip_backbone": self.clip.name,
             "clip_pretrained": self.clip.pretrained,
             "tracker": c.tracker,
-            "tracker_checkpoint": c.tracker_checkpoint or ("torch.hub:facebookresearch/co-tracker"
+            # DMT used CoTracker v1; "cotracker3" is CoTracker3 offline, from torch.hub at a pinned commit
+            "tracker_checkpoint": c.tracker_checkpoint or (f"torch.hub:{motionm.COTRACKER_HUB}"
                                                            if c.tracker == "cotracker3" else ""),
             "grid_size": c.grid_size,
-            "motion_filter": (f"moving>{c.min_motion:g}px/frame in {motionm.MOVING_FRACTION:.0%} of steps"
-                              if c.min_motion > 0 else "none"),
+            "motion_filter": rule,
             "min_motion": c.min_motion,
             "fid_backbone": "inception-v3-compat" if self.inception is not None else f"clip:{self.clip.name}",
             "fid_frames": c.fid_frames,
@@ -114,19 +119,22 @@ class Scorer:
             self._text_cache[prompt] = clipm.encode_text(self.clip, prompt)
         return self._text_cache[prompt]
 
-    def track(self, frames: np.ndarray) -> tuple[np.ndarray, int]:
-        """Tracks [T, N, 2] of the frame-0 grid and the grid side used (clipped to fit the frame)."""
+    def track(self, frames: np.ndarray) -> tuple[motionm.Tracks, int]:
+        """Tracks (positions [T, N, 2] and visibility [T, N]) of the frame-0 grid, and the grid side used
+        (clipped to fit the frame)."""
         _, h, w, _ = frames.shape
         g = motionm.effective_grid_size(self.config.grid_size, h, w)
         if self.cotracker is not None:
             return motionm.track_cotracker(self.cotracker, frames, g, self.config.device), g
         return motionm.track_lk(frames, motionm.grid_points(g, h, w)), g
 
-    def fid_features(self, frames: np.ndarray, embeddings: np.ndarray | None = None) -> np.ndarray:
-        """float32 [fid_frames, D] features of `fid_frames` evenly spaced frames (repeated when the clip
-        is shorter, so every row has the same shape). `embeddings`: CLIP embeddings of all `frames`,
-        reused when the FID backbone is CLIP."""
-        idx = even_indices(len(frames), self.config.fid_frames)
+    def fid_features(self, frames: np.ndarray, embeddings: np.ndarray | None = None, *,
+                     all_frames: bool = False) -> np.ndarray:
+        """float32 [frames, D] FID/KID features: of every frame when `all_frames` or config.fid_frames is 0
+        (the default), else of `fid_frames` evenly spaced frames (repeated when the clip is shorter).
+        `embeddings`: CLIP embeddings of all `frames`, reused when the FID backbone is CLIP."""
+        k = self.config.fid_frames
+        idx = np.arange(len(frames)) if all_frames or not k else even_indices(len(frames), k)
         if self.inception is not None:
             feats = fidm.inception_features(self.inception, frames[idx], self.config.device)
         elif embeddings is not None:
@@ -161,7 +169,7 @@ class Scorer:
             raise EvaluationError(f"the edit prompt is empty ({prompt!r}); give the text the clip was generated from")
         ref = None if reference is None else self._match_reference(as_frames(reference, "reference video"),
                                                                     gen, resample_reference)
-        out: dict[str, Any] = {k: None for k in METRICS}
+        out: dict[str, Any] = {k: None for k in SAMPLE_METRICS}
         why: dict[str, str] = {}
 
         t0 = time.perf_counter()
@@ -175,11 +183,12 @@ class Scorer:
             self._put(out, why, "appearance_leakage", lambda: clipm.appearance_leakage(gen_emb, ref_emb))
         t1 = time.perf_counter()
 
-        out.update(motion_grid=None, motion_tracks=None, motion_tracks_reference=None)
+        out.update(motion_grid=None, motion_tracks=None, motion_tracks_reference=None, motion_mask=None,
+                   motion_mask_fallback=None)
         if ref is not None:
             self._motion(gen, ref, out, why)
         else:
-            for k in ("appearance_leakage", "motion_fidelity", "motion_fidelity_two_way"):
+            for k in ("appearance_leakage", "motion_fidelity", "motion_fidelity_dmt", "motion_fidelity_two_way"):
                 why[k] = "no reference video given"
         t2 = time.perf_counter()
         features = self.fid_features(gen, gen_emb)
@@ -228,19 +237,24 @@ class Scorer:
         return ref
 
     def _motion(self, gen: np.ndarray, ref: np.ndarray, out: dict, why: dict) -> None:
+        """motion_fidelity (moving tracks), motion_fidelity_dmt (published, every track) and
+        motion_fidelity_two_way into `out`, with the tracks used and the mask applied (motion.py's doc)."""
         t = len(gen)
         ref_frames = ref[even_indices(len(ref), t)] if len(ref) > t else ref
         gen_tracks, g = self.track(gen)
         ref_tracks, _ = self._cached("track", ref_frames, self.track)
         ref_tracks = motionm.resample_tracks(ref_tracks, t)
-        out["motion_grid"] = g
+        out.update(motion_grid=g, motion_mask=None, motion_mask_fallback=None)
         try:
             res = motionm.motion_fidelity(gen_tracks, ref_tracks, self.config.min_motion)
         except EvaluationError as exc:
-            why["motion_fidelity"] = why["motion_fidelity_two_way"] = str(exc)
+            for key in ("motion_fidelity", "motion_fidelity_dmt", "motion_fidelity_two_way"):
+                why[key] = str(exc)
             return
-        out["motion_tracks"], out["motion_tracks_reference"] = res.tracks_generated, res.tracks_reference
+        out.update(motion_tracks=res.tracks_generated, motion_tracks_reference=res.tracks_reference,
+                   motion_mask=res.mask, motion_mask_fallback=res.fallback)
         self._put(out, why, "motion_fidelity", lambda: res.score)
+        self._put(out, why, "motion_fidelity_dmt", lambda: res.dmt)
         self._put(out, why, "motion_fidelity_two_way", lambda: res.two_way)
 
 
@@ -284,34 +298,84 @@ def score_files(reference_path: str | os.PathLike, generated_path: str | os.Path
     return result
 
 
-def reference_features(folder: str | os.PathLike, cfg: ScorerConfig | None = None,
-                       frames_per_video: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
-    """FID/KID features [N, D] of a reference frame set: evenly spaced frames of every video in `folder`.
+def reference_videos(path: str | os.PathLike) -> list[tuple[str, Path]]:
+    """(id, path) of every video of a reference set, in order.
 
-    Videos are the files with a video suffix and the sub-folders of frame images (DAVIS'
-    JPEGImages/480p/<name>/ layout), in name order. `frames_per_video` defaults to cfg.fid_frames (the
-    same count per clip as the generated side); `size` (H, W) resizes/centre-crops frames to the
-    generated clips' size first, so both sets see the same framing.
+    `path` is a folder (its video files and sub-folders of frame images, DAVIS' JPEGImages/480p/<name>/
+    layout, in name order; id = file stem or folder name) or a manifest: .txt (one path per line), .jsonl
+    ({"video": ..., "id": ...} per line) or .csv (header video[,id]); relative paths resolve against the
+    manifest's folder. Two videos with one id are an error, never an overwrite.
     """
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise EvaluationError(f"reference set folder not found: {folder}")
-    scorer = get_scorer(cfg)
-    k = frames_per_video or scorer.config.fid_frames
-    entries = sorted(p for p in folder.iterdir()
-                     if (p.is_file() and p.suffix.lower() in videoio.VIDEO_SUFFIXES)
-                     or (p.is_dir() and any(q.suffix.lower() in videoio.IMAGE_SUFFIXES for q in p.iterdir())))
-    if not entries:
-        raise EvaluationError(f"{folder} holds no videos ({', '.join(videoio.VIDEO_SUFFIXES)} files or folders "
+    import csv
+    import json
+
+    path = Path(path).expanduser()
+    if path.is_dir():
+        entries = sorted(p for p in path.iterdir()
+                         if (p.is_file() and p.suffix.lower() in videoio.VIDEO_SUFFIXES)
+                         or (p.is_dir() and any(q.suffix.lower() in videoio.IMAGE_SUFFIXES for q in p.iterdir())))
+        items = [(p.stem if p.is_file() else p.name, p) for p in entries]
+    elif path.is_file() and path.suffix.lower() in (".txt", ".jsonl", ".csv"):
+        with open(path, newline="") as f:
+            if path.suffix.lower() == ".csv":
+                rows = list(csv.DictReader(f))
+            elif path.suffix.lower() == ".jsonl":
+                rows = [json.loads(line) for line in f if line.strip()]
+            else:
+                rows = [{"video": line.strip()} for line in f if line.strip() and not line.startswith("#")]
+        items = []
+        for i, row in enumerate(rows):
+            if not row.get("video"):
+                raise EvaluationError(f"{path}: entry {i + 1} has no `video`")
+            video = Path(row["video"]).expanduser()
+            video = video if video.is_absolute() else path.parent / video
+            items.append((row.get("id") or (video.stem if video.suffix else video.name), video))
+    else:
+        raise EvaluationError(f"reference set not found: {path} (give a folder of videos or a .txt/.jsonl/.csv "
+                              "manifest)")
+    if not items:
+        raise EvaluationError(f"{path} holds no videos ({', '.join(videoio.VIDEO_SUFFIXES)} files or folders "
                               "of frames)")
-    feats = []
-    for p in entries:
-        frames = _read(p, "reference set")
-        frames = frames[np.unique(even_indices(len(frames), min(k, len(frames))))]
+    seen: dict[str, Path] = {}
+    for vid, video in items:
+        if vid in seen:
+            raise EvaluationError(f"reference set {path}: id {vid!r} names two videos ({seen[vid]} and {video}); "
+                                  "give each video its own id")
+        seen[vid] = video
+    return items
+
+
+def reference_set_features(path: str | os.PathLike, cfg: ScorerConfig | None = None,
+                           frames_per_video: int | None = None,
+                           size: tuple[int, int] | None = None) -> dict[str, tuple[np.ndarray, str]]:
+    """{video id: (float32 features [frames, D], content hash of its frames)} of a reference set.
+
+    Videos as `reference_videos(path)`. `frames_per_video`: evenly spaced frames per video (None or 0: every
+    frame, whatever cfg.fid_frames says of generated clips). `size` (H, W) resizes/centre-crops frames to the
+    generated clips' size first, so both sets see the same framing. Two videos with the same frames are an
+    error.
+    """
+    scorer = get_scorer(cfg)
+    k = frames_per_video
+    out: dict[str, tuple[np.ndarray, str]] = {}
+    owner: dict[str, str] = {}
+    for vid, video in reference_videos(path):
+        frames = _read(video, "reference set")
+        digest = hashlib.blake2b(np.ascontiguousarray(frames).data, digest_size=16).hexdigest()
+        if digest in owner:
+            raise EvaluationError(f"reference set {path}: {vid!r} and {owner[digest]!r} hold the same frames; "
+                                  "a video counted twice would weigh double in FID")
+        owner[digest] = vid
+        if k:
+            frames = frames[np.unique(even_indices(len(frames), min(k, len(frames))))]
         if size is not None:
             frames = videoio.resize_center_crop(frames, int(size[0]), int(size[1]))
-        if scorer.inception is not None:
-            feats.append(fidm.inception_features(scorer.inception, frames, scorer.config.device))
-        else:
-            feats.append(scorer.embed(frames))
-    return np.concatenate(feats).astype(np.float32)
+        out[vid] = (scorer.fid_features(frames, all_frames=True), digest)
+    return out
+
+
+def reference_features(folder: str | os.PathLike, cfg: ScorerConfig | None = None,
+                       frames_per_video: int | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
+    """FID/KID features [N, D] of a reference frame set: `reference_set_features`, pooled in video order."""
+    per_video = reference_set_features(folder, cfg, frames_per_video, size)
+    return np.concatenate([feats for feats, _ in per_video.values()]).astype(np.float32)

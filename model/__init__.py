@@ -1,19 +1,29 @@
 """The method: motion embeddings in a stock diffusers UNet3D, inversion from one video, and generation.
 
 Usable on its own (no Ray): load a preset, prepare a reference, train embeddings, generate.
+Importing `model` is cheap: torch and diffusers load with the first name used from it.
 """
 
-from .embeddings import (DEBIAS_MODES, DEFAULT_PLACEMENT, QK_DESIGNS, V_DESIGNS, EmbeddingMismatchError,
-                         EmbeddingSpec, MotionAttnProcessor, MotionEmbeddings, debias_mv, temporal_blocks)
-from .generation import GenerationConfig, generate, initial_noise
-from .inversion import (InversionConfig, Reference, TrainResult, ddim_invert, encode_frames, load_video_frames,
-                        prepare_reference, train_embeddings)
-from .presets import PRESETS, ModelNotFoundError, Preset, get_preset, load_pipeline
+from __future__ import annotations
 
-__all__ = [
-    "DEBIAS_MODES", "DEFAULT_PLACEMENT", "QK_DESIGNS", "V_DESIGNS", "EmbeddingMismatchError", "EmbeddingSpec",
-    "MotionAttnProcessor", "MotionEmbeddings", "debias_mv", "temporal_blocks", "GenerationConfig", "generate",
-    "initial_noise", "InversionConfig", "Reference", "TrainResult", "ddim_invert", "encode_frames",
-    "load_video_frames", "prepare_reference", "train_embeddings", "PRESETS", "ModelNotFoundError", "Preset",
-    "get_preset", "load_pipeline",
-]
+import importlib
+from typing import Any
+
+_LAZY = {
+    "DEFAULT_PLACEMENT": "embeddings", "EmbeddingMismatchError": "embeddings", "EmbeddingSpec": "embeddings",
+    "MotionAttnProcessor": "embeddings", "MotionEmbeddings": "embeddings", "debias_mv": "embeddings",
+    "temporal_blocks": "embeddings",
+    "GenerationConfig": "generation", "generate": "generation", "initial_noise": "generation",
+    "InversionConfig": "inversion", "Reference": "inversion", "TrainResult": "inversion", "ddim_invert": "inversion",
+    "encode_frames": "inversion", "load_video_frames": "inversion", "prepare_reference": "inversion",
+    "train_embeddings": "inversion",
+    "ModelNotFoundError": "presets", "get_preset": "presets", "load_pipeline": "presets",
+}
+
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -17,9 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-QK_DESIGNS = ("1d", "2d", "off")
-V_DESIGNS = ("2d", "1d", "off")
-DEBIAS_MODES = ("none", "difference", "normalize", "drop")
+from vocabulary import DEBIAS_MODES, OFF, QK_DESIGNS, V_DESIGNS, check_choice
+
 DEFAULT_PLACEMENT = ("down_blocks.2", "up_blocks.1")  # the paper's [down,1280] and [up,1280]
 DEFAULT_SLOTS = 32  # frame slots reserved per embedding (the public code's 32); the first N are used
 FORMAT_VERSION = 1
@@ -29,26 +28,22 @@ class EmbeddingMismatchError(ValueError):
     """Embeddings do not fit the model or resolution they are being used with."""
 
 
-def check_choice(name: str, value: str, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; accepted: {', '.join(choices)}")
-    return value
-
-
 def debias_mv(mv: torch.Tensor, mode: str) -> torch.Tensor | None:
     """Inference-time debias of a Motion Value [P, F, C] along frames (dim 1); None means "do not use MV".
 
     none: as trained; difference: frame 0 kept, frame j -> m[j] - m[j-1]; normalize: m[j] - mean_k m[k];
-    drop: MV not used at all (V = Wv(F)).
+    drop: MV not used at all (V = Wv(F)). `mode` is validated where it enters (attach, generate), not here:
+    this runs in every attention call.
     """
-    check_choice("debias", mode, DEBIAS_MODES)
     if mode == "none":
         return mv
     if mode == "difference":
         return torch.cat([mv[:, :1], mv[:, 1:] - mv[:, :-1]], dim=1)
     if mode == "normalize":
         return mv - mv.mean(dim=1, keepdim=True)
-    return None
+    if mode == "drop":
+        return None
+    raise ValueError(f"unknown debias {mode!r}; accepted: {', '.join(DEBIAS_MODES)}")
 
 
 def _add(hidden: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
@@ -68,12 +63,14 @@ def _add(hidden: torch.Tensor, emb: torch.Tensor | None) -> torch.Tensor:
 
 
 class MotionAttnProcessor:
-    """Self-attention over frames with MQK added to the Q/K input and (debiased) MV added to the V input."""
+    """Self-attention over frames with MQK added to the Q/K input and (debiased) MV added to the V input.
+
+    Built by `MotionEmbeddings.attach`, which has validated `debias`."""
 
     def __init__(self, qk: nn.Parameter | None, v: nn.Parameter | None, debias: str = "none"):
         self.qk = qk
         self.v = v
-        self.debias = check_choice("debias", debias, DEBIAS_MODES)
+        self.debias = debias
 
     def __call__(self, attn, hidden_states: torch.Tensor, encoder_hidden_states: torch.Tensor | None = None,
                  attention_mask: torch.Tensor | None = None, temb: torch.Tensor | None = None, *args, **kwargs):
@@ -111,8 +108,8 @@ class EmbeddingSpec:
     base_model: str = ""
 
     def __post_init__(self):
-        check_choice("MQK design (qk)", self.qk, QK_DESIGNS)
-        check_choice("MV design (v)", self.v, V_DESIGNS)
+        check_choice("MQK design (qk)", self.qk, (*QK_DESIGNS, OFF))
+        check_choice("MV design (v)", self.v, (*V_DESIGNS, OFF))
         object.__setattr__(self, "placement", tuple(self.placement))
         if not self.placement:
             raise ValueError("placement is empty; name at least one block, e.g. down_blocks.2")
@@ -161,10 +158,10 @@ class MotionEmbeddings(nn.Module):
         self.qk = nn.ParameterDict()
         self.v = nn.ParameterDict()
         for name, (channels, positions) in self.blocks.items():
-            if spec.qk != "off":
+            if spec.qk != OFF:
                 p = positions if spec.qk == "2d" else 1
                 self.qk[_key(name)] = nn.Parameter(torch.zeros(p, spec.slots, channels))
-            if spec.v != "off":
+            if spec.v != OFF:
                 p = positions if spec.v == "2d" else 1
                 for attn in ("attn1", "attn2"):
                     self.v[_key(f"{name}.{attn}")] = nn.Parameter(torch.zeros(p, spec.slots, channels))
@@ -184,7 +181,7 @@ class MotionEmbeddings(nn.Module):
         self.check_fits(unet)
         for name in self.blocks:
             block = unet.get_submodule(name)
-            qk = self.qk[_key(name)] if self.spec.qk != "off" else None
+            qk = self.qk[_key(name)] if self.spec.qk != OFF else None
             for attn_name in ("attn1", "attn2"):
                 attn = getattr(block, attn_name)
                 if attn.spatial_norm is not None or attn.group_norm is not None or attn.norm_q is not None:
@@ -192,7 +189,7 @@ class MotionEmbeddings(nn.Module):
                 full = f"{name}.{attn_name}"
                 if full not in self._attached:
                     self._attached[full] = attn.processor
-                v = self.v[_key(full)] if self.spec.v != "off" else None
+                v = self.v[_key(full)] if self.spec.v != OFF else None
                 attn.set_processor(MotionAttnProcessor(qk, v, debias))
         return self
 

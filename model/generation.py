@@ -1,4 +1,4 @@
-"""Generation with learned motion embeddings (METHOD.md §3).
+"""Generation with learned motion embeddings (docs/method.md §3).
 
 The stock `TextToVideoSDPipeline` with our processors attached: DDIM 30 steps, guidance 12, negative prompt "",
 and BlendInit initial noise z_T = √p·z_inv + √(1−p)·ε from the reference's DDIM inversion.
@@ -11,9 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .embeddings import DEBIAS_MODES, MotionEmbeddings, check_choice
+from vocabulary import DEBIAS_MODES, NOISE_INITS, check_choice
 
-NOISE_INITS = ("blend", "random")
+from .embeddings import MotionEmbeddings
 
 
 @dataclass(frozen=True)

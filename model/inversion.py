@@ -1,4 +1,4 @@
-"""Motion inversion: learn motion embeddings from one reference video (METHOD.md §2).
+"""Motion inversion: learn motion embeddings from one reference video (docs/method.md §2).
 
 1. read N frames, resize/crop to the model size, VAE-encode once;
 2. DDIM-invert that latent with the frozen base model (empty prompt, no CFG) — kept for BlendInit noise and
@@ -20,14 +20,25 @@ import torch.nn.functional as F
 
 import videoio
 
-from .embeddings import DEFAULT_PLACEMENT, DEFAULT_SLOTS, EmbeddingSpec, MotionEmbeddings, check_choice
+from vocabulary import LOSSES, PAPER_CHECKPOINT, check_choice
 
-LOSSES = ("base", "debiased_temporal")
+from .embeddings import DEFAULT_PLACEMENT, DEFAULT_SLOTS, EmbeddingSpec, MotionEmbeddings
+
+
+#: Mixed precision of the optimisation (accelerate's names; "auto": the UNet's half dtype if it has one, else
+#: fp16 autocast on CUDA and none on CPU).
+PRECISIONS = ("auto", "no", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
 class InversionConfig:
-    """The optimisation's hyperparameters (paper defaults)."""
+    """The optimisation's hyperparameters (paper defaults).
+
+    `checkpoints` are the steps at which a copy of the embeddings is kept besides the last step (always kept).
+    Left empty it means the paper default: (250,) for a run of at least 250 steps, else () — so a 400-step
+    inversion keeps steps 250 and 400. To keep only the last step, give it: `checkpoints=(steps,)`.
+    `precision` is the mixed precision `accelerate` runs the loop in (see `PRECISIONS`).
+    """
 
     qk: str = "1d"
     v: str = "2d"
@@ -37,15 +48,20 @@ class InversionConfig:
     lr: float = 0.02
     weight_decay: float = 0.01
     loss: str = "base"
-    checkpoints: tuple[int, ...] = ()  # steps at which to keep a copy; the last step is always kept
+    checkpoints: tuple[int, ...] = ()  # () = paper default (250,) when steps >= 250; the last step is always kept
     seed: int = 0
+    precision: str = "auto"
 
     def __post_init__(self):
         check_choice("loss", self.loss, LOSSES)
+        check_choice("precision", self.precision, PRECISIONS)
         object.__setattr__(self, "placement", tuple(self.placement))
-        object.__setattr__(self, "checkpoints", tuple(sorted(set(int(c) for c in self.checkpoints))))
         if self.steps < 0:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
+        checkpoints = tuple(sorted({int(c) for c in self.checkpoints}))
+        if not checkpoints:
+            checkpoints = (PAPER_CHECKPOINT,) if self.steps >= PAPER_CHECKPOINT else ()
+        object.__setattr__(self, "checkpoints", checkpoints)
         bad = [c for c in self.checkpoints if not 0 < c <= self.steps]
         if bad:
             raise ValueError(f"checkpoints {bad} are outside 1..steps={self.steps}")
@@ -123,16 +139,23 @@ def encode_prompt(pipe, prompt: str | list[str]) -> torch.Tensor:
 @torch.no_grad()
 def ddim_invert(pipe, latents: torch.Tensor, steps: int = 50, progress: Callable[[int], None] | None = None
                 ) -> torch.Tensor:
-    """Run DDIM backwards (clean latent → noise) with the frozen model, empty prompt, no guidance."""
+    """Run DDIM backwards (clean latent → noise) with the frozen model, empty prompt, no guidance.
+
+    diffusers' `DDIMInverseScheduler` built from the pipeline's scheduler config: its timesteps are the
+    generation scheduler's for the same `steps`, in reverse (t = 1, 21, ..., 981 for 50 steps), so denoising
+    the result with the pipeline (DDIM, same steps, guidance 1) comes back to `latents` up to the
+    approximation ε(x_t) ≈ ε(x_{t-1}) that DDIM inversion makes. The recurrence runs in fp32 (fp64 if
+    `latents` is fp64) even when the UNet is fp16/bf16.
+    """
     from diffusers import DDIMInverseScheduler
 
     inverse = DDIMInverseScheduler.from_config(pipe.scheduler.config)
     inverse.set_timesteps(steps, device=latents.device)
     context = encode_prompt(pipe, "")
-    x = latents.float()  # the 50-step recurrence runs in fp32 even when the UNet is fp16/bf16
+    x = latents.double() if latents.dtype == torch.float64 else latents.float()
     for i, t in enumerate(inverse.timesteps):
-        eps = pipe.unet(x.to(pipe.unet.dtype), t, encoder_hidden_states=context).sample
-        x = inverse.step(eps.float(), t, x).prev_sample
+        eps = pipe.unet(x.to(pipe.unet.dtype), t, encoder_hidden_states=context.to(pipe.unet.dtype)).sample
+        x = inverse.step(eps.to(x.dtype), t, x).prev_sample
         if progress:
             progress(i + 1)
     return x
@@ -160,11 +183,63 @@ def prepare_reference(pipe, video: str | Path | np.ndarray, num_frames: int, hei
 
 
 @dataclass
+class TrainState:
+    """Everything an optimisation needs to continue exactly where it stopped (CPU tensors).
+
+    `train_embeddings(..., resume=state)` from a state saved at step k runs steps k+1.. with the same
+    embeddings, AdamW moments, loss scale and generator draws as the uninterrupted run: on CPU in fp32 the
+    result is bit-identical.
+    """
+
+    step: int  # steps done
+    embeddings: dict[str, torch.Tensor]  # MotionEmbeddings.state_dict()
+    optimizer: dict  # AdamW state_dict (moments, step counts, param groups)
+    generator: torch.Tensor  # torch.Generator("cpu").get_state(): the t / ε / frame draws to come
+    losses: list[float]  # every step's loss so far
+    seconds: float = 0.0  # optimisation wall time so far
+    scaler: dict | None = None  # accelerate's GradScaler state (fp16 loss scaling), if any
+
+    def save(self, folder: str | Path) -> Path:
+        """Write to `folder` (created): embeddings.safetensors, optimizer.pt, state.json."""
+        import json
+
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_file({k: v.contiguous() for k, v in self.embeddings.items()}, str(folder / "embeddings.safetensors"))
+        torch.save({"optimizer": self.optimizer, "generator": self.generator, "scaler": self.scaler},
+                   folder / "optimizer.pt")
+        (folder / "state.json").write_text(json.dumps({"step": self.step, "losses": self.losses,
+                                                       "seconds": self.seconds}))
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> "TrainState":
+        import json
+
+        from safetensors.torch import load_file
+
+        folder = Path(folder)
+        meta = json.loads((folder / "state.json").read_text())
+        rest = torch.load(folder / "optimizer.pt", map_location="cpu", weights_only=True)
+        return cls(step=int(meta["step"]), embeddings=load_file(str(folder / "embeddings.safetensors")),
+                   optimizer=rest["optimizer"], generator=rest["generator"], losses=list(meta["losses"]),
+                   seconds=float(meta.get("seconds", 0.0)), scaler=rest.get("scaler"))
+
+
+@dataclass
 class TrainResult:
-    embeddings: MotionEmbeddings  # at the last step
-    checkpoints: dict[int, dict[str, torch.Tensor]]  # step → state_dict copy (CPU)
-    losses: list[float]
+    embeddings: MotionEmbeddings  # at the last step run
+    checkpoints: dict[int, dict[str, torch.Tensor]]  # step → state_dict copy (CPU), for saved steps run now
+    losses: list[float]  # every step's loss, from step 1 (a resumed run includes the earlier ones)
     seconds: float
+    state: TrainState | None = None  # to continue from (None when nothing is optimised)
+
+    @property
+    def step(self) -> int:
+        """The last step done."""
+        return self.state.step if self.state is not None else len(self.losses)
 
     def at(self, step: int) -> MotionEmbeddings:
         """The embeddings as they were at a saved step (a new module; `embeddings` stays at the last step)."""
@@ -173,65 +248,152 @@ class TrainResult:
         return emb
 
 
+def inversion_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "base", frame: int = 0) -> torch.Tensor:
+    """The training loss for one draw; `pred`/`target` are [B, C, F, h, w] (frames on dim 2), in fp32.
+
+    "base": MSE(ε̂, ε). "debiased_temporal" adds MotionDirector's appearance-debiased temporal term with
+    β = 1, α = √(1+β²) = √2 for the anchor frame `frame`: MSE(√2·ε̂ − ε̂[frame], √2·ε − ε[frame]).
+    """
+    check_choice("loss", kind, LOSSES)
+    loss = F.mse_loss(pred, target)
+    if kind == "debiased_temporal":
+        if not 0 <= frame < pred.shape[2]:
+            raise ValueError(f"frame {frame} is outside the {pred.shape[2]} frames")
+        a = 2 ** 0.5
+        anchor = slice(frame, frame + 1)
+        loss = loss + F.mse_loss(a * pred - pred[:, :, anchor], a * target - target[:, :, anchor])
+    return loss
+
+
+def resolve_precision(precision: str, unet_dtype: torch.dtype, device: torch.device | str) -> str:
+    """accelerate's mixed_precision ("no" | "fp16" | "bf16") for a config's `precision` and the UNet.
+
+    "auto": a half UNet runs under autocast in its own dtype; an fp32 UNet gets fp16 autocast (with loss
+    scaling) on CUDA and plain fp32 on CPU. "no" needs an fp32 UNet (the fp32 embeddings meet its weights).
+    """
+    check_choice("precision", precision, PRECISIONS)
+    device = torch.device(device)
+    half = {torch.float16: "fp16", torch.bfloat16: "bf16"}.get(unet_dtype)
+    if precision == "auto":
+        return half or ("fp16" if device.type == "cuda" else "no")
+    if precision == "no" and half:
+        raise ValueError(f"precision 'no' needs an fp32 UNet, this one is {unet_dtype}; use 'auto' or {half!r}")
+    return precision
+
+
+def make_accelerator(mixed_precision: str, device: torch.device | str):
+    """A fresh `accelerate.Accelerator` for one optimisation on `device` (the frozen UNet's).
+
+    Accelerate keeps its settings in process-wide state that refuses a second Accelerator with other
+    settings (another precision, or cpu=True after CUDA); each inversion owns the loop, so it resets that
+    state first. On CUDA the accelerator's device is the current one: call it inside `torch.cuda.device`.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return Accelerator(mixed_precision=mixed_precision, cpu=torch.device(device).type == "cpu")
+
+
 def train_embeddings(pipe, latents: torch.Tensor, source_prompt: str, config: InversionConfig,
-                     callback: TrainCallback | None = None, base_model: str = "") -> TrainResult:
-    """Optimise only the motion embeddings on one video latent (AdamW, constant lr, t ~ U{0..T-1})."""
+                     callback: TrainCallback | None = None, base_model: str = "", *,
+                     resume: TrainState | None = None, stop_at: int | None = None) -> TrainResult:
+    """Optimise only the motion embeddings on one video latent (AdamW, constant lr, t ~ U{0..T-1}).
+
+    `accelerate` owns autocast, loss scaling and device placement (`config.precision`); only the embeddings'
+    optimizer is prepared, the UNet stays frozen where the pipeline put it. Activation checkpointing of the
+    3D blocks is on for CUDA. Draws (t, ε, the debiased loss's frame) come from a CPU generator seeded with
+    `config.seed`: the same on any device, and the CPU run is deterministic.
+
+    `resume` continues a run from its `TrainState` (embeddings, AdamW state, generator state, step, losses);
+    `stop_at` ends this call after that step (≤ config.steps) so a caller can evaluate, checkpoint or pause in
+    between: `result.state` resumes it. Split or not, the steps are the same.
+    """
     import time
 
     unet, scheduler = pipe.unet, pipe.scheduler
     device = unet.device
-    latents = latents.to(device, torch.float32)
     spec = EmbeddingSpec(config.qk, config.v, config.placement, config.slots,
                          latents.shape[-2], latents.shape[-1], base_model)
     if latents.shape[2] > config.slots:
         raise ValueError(f"the video has {latents.shape[2]} frames but only {config.slots} slots; raise slots")
     embeddings = MotionEmbeddings.create(unet, spec)
     checkpoints: dict[int, dict[str, torch.Tensor]] = {}
-    losses: list[float] = []
+    losses: list[float] = list(resume.losses) if resume else []
     started = time.perf_counter()
     params = list(embeddings.parameters())
     if not params or config.steps == 0:  # both designs off: the plain base model, nothing to learn
         return TrainResult(embeddings, {config.steps: embeddings.state_dict()}, losses, 0.0)
+    first = resume.step + 1 if resume else 1
+    last = config.steps if stop_at is None else min(int(stop_at), config.steps)
+    if resume is not None:
+        if not 0 <= resume.step <= config.steps or len(resume.losses) != resume.step:
+            raise ValueError(f"cannot resume at step {resume.step} ({len(resume.losses)} losses) a run of "
+                             f"{config.steps} steps")
+        embeddings.load_state_dict(resume.embeddings)
 
-    generator = torch.Generator("cpu").manual_seed(config.seed)  # CPU generator: same draws on any device
-    context = encode_prompt(pipe, source_prompt)
-    optimizer = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    mixed_precision = resolve_precision(config.precision, unet.dtype, device)
     cuda = device.type == "cuda"
-    autocast = torch.autocast("cuda", dtype=unet.dtype if unet.dtype != torch.float32 else torch.float16) \
-        if cuda else contextlib.nullcontext()
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda and unet.dtype == torch.float16)
-    restore = _checkpoint_blocks(unet) if cuda else (lambda: None)
-    embeddings.attach(unet)
-    saved = set(config.saved_steps)
-    try:
-        for step in range(1, config.steps + 1):
-            t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator).to(device)
-            noise = torch.randn(latents.shape, generator=generator).to(device)
-            noisy = scheduler.add_noise(latents, noise, t)
-            target = noise if scheduler.config.prediction_type == "epsilon" \
-                else scheduler.get_velocity(latents, noise, t)
-            r = int(torch.randint(0, latents.shape[2], (1,), generator=generator))
-            with autocast:
-                pred = unet(noisy.to(unet.dtype), t, encoder_hidden_states=context).sample.float()
-            loss = F.mse_loss(pred, target)
-            if config.loss == "debiased_temporal":
-                # MotionDirector's appearance-debiased temporal loss with beta=1, alpha=sqrt(2)
-                a = 2 ** 0.5
-                loss = loss + F.mse_loss(a * pred - pred[:, :, r:r + 1], a * target - target[:, :, r:r + 1])
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            value = float(loss.detach())
-            losses.append(value)
-            if callback:
-                callback(step, value)
-            if step in saved:
-                checkpoints[step] = {k: v.detach().cpu().clone() for k, v in embeddings.state_dict().items()}
-    finally:
-        embeddings.detach(unet)
-        restore()
-    return TrainResult(embeddings, checkpoints, losses, time.perf_counter() - started)
+    with torch.cuda.device(device) if cuda else contextlib.nullcontext():
+        accelerator = make_accelerator(mixed_precision, device)
+        if accelerator.device.type != device.type:
+            raise RuntimeError(f"accelerate chose {accelerator.device} but the pipeline is on {device}")
+        generator = torch.Generator("cpu").manual_seed(config.seed)  # CPU generator: same draws on any device
+        latents = latents.to(accelerator.device, torch.float32)
+        context = encode_prompt(pipe, source_prompt).to(unet.dtype)
+        adamw = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+        if resume is not None:
+            generator.set_state(resume.generator)
+            adamw.load_state_dict(resume.optimizer)  # before prepare: accelerate wraps this very optimizer
+        optimizer = accelerator.prepare(adamw)
+        if resume is not None and resume.scaler and accelerator.scaler is not None:
+            accelerator.scaler.load_state_dict(resume.scaler)
+        restore = _checkpoint_blocks(unet) if cuda else (lambda: None)
+        embeddings.attach(unet)
+        saved = set(config.saved_steps)
+        try:
+            for step in range(first, last + 1):
+                t = torch.randint(0, scheduler.config.num_train_timesteps, (1,), generator=generator)
+                noise = torch.randn(latents.shape, generator=generator)
+                t, noise = t.to(accelerator.device), noise.to(accelerator.device)
+                noisy = scheduler.add_noise(latents, noise, t)
+                target = noise if scheduler.config.prediction_type == "epsilon" \
+                    else scheduler.get_velocity(latents, noise, t)
+                r = int(torch.randint(0, latents.shape[2], (1,), generator=generator))
+                with accelerator.autocast():
+                    pred = unet(noisy.to(unet.dtype), t, encoder_hidden_states=context).sample
+                loss = inversion_loss(pred.float(), target, config.loss, r)
+                optimizer.zero_grad(set_to_none=True)
+                accelerator.backward(loss)
+                optimizer.step()
+                value = float(loss.detach())
+                losses.append(value)
+                if callback:
+                    callback(step, value)
+                if step in saved:
+                    checkpoints[step] = {k: v.detach().cpu().clone() for k, v in embeddings.state_dict().items()}
+            seconds = (resume.seconds if resume else 0.0) + time.perf_counter() - started
+            state = TrainState(step=max(last, first - 1), embeddings=_cpu_copy(embeddings.state_dict()),
+                               optimizer=_cpu_copy(adamw.state_dict()), generator=generator.get_state(),
+                               losses=list(losses), seconds=seconds,
+                               scaler=_cpu_copy(accelerator.scaler.state_dict()) if accelerator.scaler else None)
+        finally:
+            embeddings.detach(unet)
+            restore()
+            accelerator.free_memory()
+    return TrainResult(embeddings, checkpoints, losses, seconds, state)
+
+
+def _cpu_copy(obj):
+    """A deep copy with every tensor detached on the CPU (a state that later steps cannot change)."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu().clone()
+    if isinstance(obj, dict):
+        return {k: _cpu_copy(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_cpu_copy(v) for v in obj)
+    return obj
 
 
 def _checkpoint_blocks(unet) -> Callable[[], None]:

@@ -3,6 +3,8 @@
 `zeroscope` is the paper's model. `tiny` is the embedded default for machines without weights: the same
 block types as ZeroScope at toy width, seeded random weights, written once with `save_pretrained` and then
 loaded through exactly the same `from_pretrained` path as ZeroScope. Its numbers test plumbing, not science.
+`toy` is the same kind of model *trained* on moving shapes (`model.toy`); its weights ship in
+`model/toy_world/pipeline` and load through the same path.
 """
 
 from __future__ import annotations
@@ -12,53 +14,17 @@ import logging
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
+
+from vocabulary import PRESETS, Preset
 
 TINY_FORMAT = 1  # bump when the tiny architecture changes, so stale caches are rebuilt
 
 
 class ModelNotFoundError(RuntimeError):
     """The base model's weights are not where we were told to find them."""
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A base model plus the resolution it works at and the metric backbones that suit it."""
-
-    name: str
-    model: str  # hub id or local directory holding a diffusers TextToVideoSDPipeline
-    num_frames: int
-    height: int
-    width: int
-    fps: int
-    clip: str  # evaluation backbone, "model" or "model/pretrained_tag"
-    tracker: str
-    description: str
-
-    def with_model(self, model: str | os.PathLike | None) -> "Preset":
-        """The same preset loading its weights from another place (a local copy of the hub repo)."""
-        return self if model is None else replace(self, model=str(model))
-
-
-PRESETS: dict[str, Preset] = {
-    "zeroscope": Preset(
-        name="zeroscope",
-        model="cerspense/zeroscope_v2_576w",
-        num_frames=24, height=320, width=576, fps=8,
-        clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
-        description="the paper's setting: ZeroScope v2 576w, 24 frames at 320x576",
-    ),
-    "tiny": Preset(
-        name="tiny",
-        model="",  # filled in by tiny_model_dir() on first use
-        num_frames=8, height=64, width=64, fps=8,
-        clip="ViT-S-32", tracker="lk",
-        description="seeded random toy model with ZeroScope's block types (offline plumbing tests)",
-    ),
-}
 
 
 def get_preset(name: str, model: str | os.PathLike | None = None) -> Preset:
@@ -68,6 +34,8 @@ def get_preset(name: str, model: str | os.PathLike | None = None) -> Preset:
     preset = PRESETS[name]
     if name == "tiny" and model is None:
         model = tiny_model_dir()
+    if name == "toy" and model is None:
+        model = toy_model_dir()
     return preset.with_model(model)
 
 
@@ -93,6 +61,11 @@ def load_pipeline(preset: Preset | str, device: str | torch.device | None = None
     dtype = dtype or (torch.float16 if device.type == "cuda" else torch.float32)
     if preset.name == "tiny" and preset.model == str(tiny_model_dir()):
         build_tiny_model(Path(preset.model))
+    if preset.name == "toy" and not (Path(preset.model) / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"the toy preset's weights are missing: no diffusers pipeline (model_index.json) in {preset.model}. "
+            "They ship with the repository under model/toy_world/; rebuild them with `python -m model.toy build` "
+            "(about 90 min on 2 CPU cores), or use --preset tiny for plumbing tests.")
     from transformers.utils import logging as transformers_logging
 
     diffusers_logging.disable_progress_bar()  # per-component loading bars drown the real progress output
@@ -128,6 +101,11 @@ def _missing_model_message(preset: Preset, exc: Exception) -> str:
     if offline:
         lines.append("HF_HUB_OFFLINE=1 is set, so nothing is downloaded; unset it to let diffusers fetch the model.")
     return "\n".join(lines)
+
+
+def toy_model_dir() -> Path:
+    """Where the toy preset's trained pipeline ships (package data, written by `python -m model.toy build`)."""
+    return Path(__file__).resolve().parent / "toy_world" / "pipeline"
 
 
 # --------------------------------------------------------------------------------------------------

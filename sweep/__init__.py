@@ -14,7 +14,8 @@ _LAZY = {
     "load_spec": "spec", "Spec": "spec", "SpecError": "spec",
     "make_plan": "plan", "plan_summary": "plan", "Plan": "plan", "Trial": "plan",
     "Store": "store",
-    "load": "results", "summarize": "results", "report": "results", "write_part": "results",
+    "load": "tables", "write_part": "tables", "describe_tables": "tables",
+    "summarize": "report", "compare": "report", "report": "report",
 }
 
 __all__ = sorted(_LAZY)

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import videoio
 
+from vocabulary import SEED_GRID
+
 from .spec import Spec
 
 DEMO_VIDEOS = {  # name: (direction, shape, source prompt, edit prompt)
@@ -42,8 +44,7 @@ def demo_spec(storage: str | Path, name: str = "demo", inversion_steps: int = 8,
         "storage": str(storage),
         "data": [{"video": str(videos[name]), "source_prompt": src, "prompts": [edit]}
                  for name, (_, _, src, edit) in DEMO_VIDEOS.items()],
-        "axes": {"qk": ["1d", "2d"], "v": ["2d", "1d"], "remove": ["none", "qk", "v"],
-                 "debias": ["difference", "normalize", "none"], "seed": [0]},
+        "axes": SEED_GRID,
         "inversion": {"steps": inversion_steps, "ddim_steps": ddim_steps},
         "generation": {"steps": generation_steps},
         "resources": {"cpu": 1},

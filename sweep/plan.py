@@ -2,7 +2,7 @@
 
     grid point        requested axis values × video × prompt      (what the user asked for)
     canonical variant what actually differs once meaningless settings are dropped:
-                      remove=qk -> qk="off"; remove=v -> v="off" and debias="-"; remove=both -> the base
+                      remove=qk -> qk="off"; remove=v -> v="off" and debias="off"; remove=both -> the base
                       model: nothing optimised, checkpoint 0, optimisation hyperparameters irrelevant
     stages            one DDIM inversion per ddim_key (video × frames × size × ddim steps × base model)
                       one embedding optimisation (= one Tune trial) per inversion_key
@@ -24,19 +24,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from .spec import (
-    DDIM_SETTINGS,
-    IMAGE_SUFFIXES,
-    NON_VARIANT_AXES,
-    OPTIMISATION_ONLY,
-    PRESET_DEFAULTS,
-    Spec,
-)
+from videoio import IMAGE_SUFFIXES
+from vocabulary import DESIGN_AXES, OFF, PRESETS, applied
+
+from .spec import DDIM_SETTINGS, NON_VARIANT_AXES, OPTIMISATION_ONLY, Spec
 from .store import Store
 
 KEY_VERSION = 1  # bump to invalidate every cached artefact when what a key means changes
-BASE = "off"  # design value of a removed embedding
-NO_DEBIAS = "-"  # debias value when there is no MV to debias
+BASE_VARIANT = f"qk={OFF} v={OFF}"  # the plain base model's variant id (variant_of builds ids this way)
 
 
 class PlanError(ValueError):
@@ -50,7 +45,7 @@ def content_key(obj: Any) -> str:
 
 
 # --------------------------------------------------------------------------------------------------
-# Plan objects. Plain dataclasses: picklable for Ray, `to_dict()` for Tune configs and plan.json.
+# Plan objects. Plain dataclasses: picklable for Ray, `to_dict()` for plan.json.
 
 @dataclass
 class DDIMInversion:
@@ -72,15 +67,11 @@ class Generation:
     variant: str
     variant_key: str
     checkpoint: int  # 0 for the base model
-    debias: str  # "-" when there is no MV
+    debias: str  # OFF when there is no MV
     prompt: str
     seed: int  # generation seed
     params: dict  # generation hyperparameters (canonical; noise_prior None for random init)
     columns: dict  # everything the samples row needs besides metrics, status and timings
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Generation":
-        return cls(**d)
 
 
 @dataclass
@@ -105,11 +96,6 @@ class Trial:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: dict) -> "Trial":
-        d = dict(d)
-        d["generations"] = [Generation.from_dict(g) for g in d.get("generations", [])]
-        return cls(**d)
 
 
 @dataclass
@@ -162,7 +148,7 @@ class Plan:
         """One row per requested grid point × checkpoint: requested axis values -> variant, sample_key.
 
         Join it to the samples table on (sweep, sample_key) to answer any requested point
-        (`sweep.results.load(path, table="points")` does that).
+        (`sweep.tables.load(path, table="points")` does that).
         """
         import pyarrow as pa
 
@@ -172,10 +158,9 @@ class Plan:
                 rows.append({"sweep": self.spec.name, **gp.axes, "video": gp.video,
                              "source_prompt": gp.source_prompt, "prompt": gp.prompt, "checkpoint_step": cp,
                              "variant": gp.variant, "variant_key": gp.variant_key, "trial_id": gp.trial_id,
-                             "sample_key": key, "canonical_checkpoint": ccp})
-        names = ["sweep", "qk", "v", "remove", "debias", "seed", *self.hyper_columns, "video", "source_prompt",
-                 "prompt", "checkpoint_step", "variant", "variant_key", "trial_id", "sample_key",
-                 "canonical_checkpoint"]
+                             "sample_key": key, applied("checkpoint_step"): ccp})
+        names = ["sweep", *DESIGN_AXES, *self.hyper_columns, "video", "source_prompt", "prompt", "checkpoint_step",
+                 applied("checkpoint_step"), "variant", "variant_key", "trial_id", "sample_key"]
         return pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in names})
 
 
@@ -229,10 +214,10 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
     generation (full resolved dict), hyper (canonical value per swept hyper axis; None = irrelevant).
     """
     remove = axes["remove"]
-    qk = BASE if remove in ("qk", "both") else axes["qk"]
-    v = BASE if remove in ("v", "both") else axes["v"]
-    base = qk == BASE and v == BASE
-    debias = NO_DEBIAS if v == BASE else axes["debias"]
+    qk = OFF if remove in ("qk", "both") else axes["qk"]
+    v = OFF if remove in ("v", "both") else axes["v"]
+    base = qk == OFF and v == OFF
+    debias = OFF if v == OFF else axes["debias"]
 
     inversion = spec.inversion.model_dump()
     generation = spec.generation.model_dump()
@@ -240,12 +225,11 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
         stage, dot, setting = name.partition(".")
         if dot:
             (inversion if stage == "inversion" else generation)[setting] = value
-    preset = PRESET_DEFAULTS[spec.preset]
-    for name in ("frames", "height", "width"):  # an axis value of null means the preset's default
-        if inversion[name] is None:
-            inversion[name] = preset[name]
-    if generation["fps"] is None:
-        generation["fps"] = preset["fps"]
+    preset = PRESETS[spec.preset]
+    for name, default in (("frames", preset.num_frames), ("height", preset.height), ("width", preset.width)):
+        if inversion[name] is None:  # an axis value of null means the preset's default
+            inversion[name] = default
+    generation.pop("fps")  # the written file's frame rate: a sweep setting, not part of what is generated
     gen_seed_override = generation.pop("seed")
     generation_seed = axes["seed"] if gen_seed_override is None else gen_seed_override
     if generation["noise_init"] == "random":
@@ -269,7 +253,7 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
             hyper[name] = generation_seed
         else:
             hyper[name] = generation[setting]
-    remove_c = "both" if base else ("qk" if qk == BASE else ("v" if v == BASE else "none"))
+    remove_c = "both" if base else ("qk" if qk == OFF else ("v" if v == OFF else "none"))
     return {"qk": qk, "v": v, "remove": remove_c, "debias": debias, "base": base, "seed": seed,
             "generation_seed": generation_seed, "inversion": inversion, "generation": generation,
             "hyper": hyper, "requested_steps": requested_steps}
@@ -279,7 +263,7 @@ def variant_of(canon: dict, swept: list[str]) -> tuple[str, str, dict]:
     """(readable id, key, canonical values). The id names the designs, debias, and swept hyperparameters
     that matter; the key hashes the full canonical configuration (unique across sweeps too)."""
     parts = [f"qk={canon['qk']}", f"v={canon['v']}"]
-    if canon["v"] != BASE:
+    if canon["v"] != OFF:
         parts.append(f"debias={canon['debias']}")
     values: dict[str, Any] = {"qk": canon["qk"], "v": canon["v"], "debias": canon["debias"]}
     for name in swept:
@@ -398,8 +382,9 @@ def _new_trial(spec: Spec, item, canon: dict, inversion_key: str, ddim_key: str)
     config = {k: v for k, v in inv.items() if k not in ("steps", "checkpoints")}
     columns = {"sweep": spec.name, "trial_id": inversion_key, "inversion_key": inversion_key, "ddim_key": ddim_key,
                "video": item.id, "source_video": item.video, "source_prompt": item.source_prompt,
-               "qk": canon["qk"], "v": canon["v"], "preset": spec.preset, "base_model": spec.base_model,
-               "seed": canon["seed"], "config": json.dumps(config, sort_keys=True)}
+               applied("qk"): canon["qk"], applied("v"): canon["v"], "preset": spec.preset,
+               "base_model": spec.base_model, applied("seed"): canon["seed"],
+               "config": json.dumps(config, sort_keys=True)}
     return Trial(trial_id=inversion_key, inversion_key=inversion_key, ddim_key=ddim_key, base=canon["base"],
                  video=item.id, video_path=item.video, source_prompt=item.source_prompt, qk=canon["qk"],
                  v=canon["v"], seed=canon["seed"], inversion=inv, checkpoints=[], columns=columns)
@@ -413,13 +398,13 @@ def _new_generation(spec: Spec, item, canon: dict, trial: Trial, variant: str, v
     columns = {
         "sweep": spec.name, "trial_id": trial.trial_id, "sample_key": sample_key, "generation_key": generation_key,
         "inversion_key": trial.inversion_key, "ddim_key": trial.ddim_key, "variant": variant,
-        "variant_key": variant_key, "qk": canon["qk"], "v": canon["v"], "remove": canon["remove"],
-        "debias": canon["debias"], "seed": canon["seed"], "generation_seed": canon["generation_seed"],
-        "checkpoint_step": checkpoint, "video": item.id, "source_video": item.video,
+        "variant_key": variant_key, applied("qk"): canon["qk"], applied("v"): canon["v"],
+        applied("remove"): canon["remove"], applied("debias"): canon["debias"], applied("seed"): canon["seed"],
+        "generation_seed": canon["generation_seed"], applied("checkpoint_step"): checkpoint, "video": item.id, "source_video": item.video,
         "source_prompt": item.source_prompt, "prompt": prompt, "preset": spec.preset,
         "base_model": spec.base_model, "config": json.dumps(config, sort_keys=True),
         "clip_backbone": spec.metrics.clip, "tracker": spec.metrics.tracker, "fid_backbone": spec.metrics.fid,
-        **{name: canon["hyper"].get(name) for name in hyper_columns},
+        **{applied(name): canon["hyper"].get(name) for name in hyper_columns},
     }
     return Generation(sample_key=sample_key, generation_key=generation_key, variant=variant, variant_key=variant_key,
                       checkpoint=checkpoint, debias=canon["debias"], prompt=prompt, seed=canon["generation_seed"],

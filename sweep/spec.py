@@ -31,28 +31,13 @@ from pydantic import (
     model_validator,
 )
 
+from videoio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
+from vocabulary import (DEBIAS_MODES, DESIGN_AXES, LOSSES, METRICS, NOISE_INITS, PAPER_CHECKPOINT, PAPER_METHOD,
+                        PRESETS, QK_DESIGNS, REMOVE, SAMPLE_METRICS, TRACKERS, V_DESIGNS)
+
 # --------------------------------------------------------------------------------------------------
 # Accepted values.
 
-QK_DESIGNS = ("1d", "2d")
-V_DESIGNS = ("2d", "1d")
-REMOVE = ("none", "qk", "v", "both")
-DEBIAS = ("difference", "normalize", "none", "drop")
-LOSSES = ("base", "debiased_temporal")
-NOISE_INITS = ("blend", "random")
-TRACKERS = ("lk", "cotracker3")
-
-#: Mirror of `model.presets.PRESETS` (base model id, default size/frames/fps, metric backbones).
-#: Duplicated because `model` imports torch and the spec must validate without it; keep in sync.
-PRESET_DEFAULTS: dict[str, dict[str, Any]] = {
-    "zeroscope": {"model": "cerspense/zeroscope_v2_576w", "frames": 24, "height": 320, "width": 576, "fps": 8,
-                  "clip": "ViT-B-32/laion2b_s34b_b79k", "tracker": "cotracker3"},
-    "tiny": {"model": "tiny", "frames": 8, "height": 64, "width": 64, "fps": 8,
-             "clip": "ViT-S-32", "tracker": "lk"},
-}
-
-VIDEO_SUFFIXES = (".mp4", ".gif", ".webm", ".mov", ".mkv", ".avi")  # same as videoio.py
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 RESERVED_NAMES = ("store",)  # top-level folders of the storage root that are not sweeps
 
@@ -64,6 +49,8 @@ OPTIMISATION_ONLY = ("steps", "lr", "weight_decay", "loss", "slots", "placement"
 DDIM_SETTINGS = ("frames", "start", "stride", "height", "width", "ddim_steps")
 #: List-valued settings: they cannot be axes (an axis value must be a scalar).
 LIST_SETTINGS = ("checkpoints", "placement")
+#: Scalar settings that are not axes because they change no generated frame and no metric.
+NOT_AXES = ("fps",)
 
 
 class SpecError(ValueError):
@@ -123,7 +110,7 @@ class InversionConfig(_Strict):
     lr: PosFloat = 0.02
     weight_decay: NonNegFloat = 0.01
     loss: Literal[LOSSES] = "base"  # type: ignore[valid-type]
-    checkpoints: Optional[list[PosInt]] = None  # steps at which embeddings are evaluated; default [steps]
+    checkpoints: Optional[list[PosInt]] = None  # steps whose embeddings are evaluated; default [250, steps]
     placement: list[Text] = Field(default_factory=lambda: ["down_blocks.2", "up_blocks.1"], min_length=1)
     slots: PosInt = 32
     ddim_steps: PosInt = 50
@@ -150,7 +137,7 @@ class GenerationConfig(_Strict):
     noise_init: Literal[NOISE_INITS] = "blend"  # type: ignore[valid-type]
     noise_prior: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
     negative_prompt: str = ""
-    fps: Optional[PosInt] = None  # preset default (8)
+    fps: Optional[PosInt] = None  # frame rate of the written mp4 (preset default, 8); not an axis
     seed: Optional[NonNegInt] = None  # None: the `seed` axis seeds generation too
 
 
@@ -160,6 +147,7 @@ class MetricsConfig(_Strict):
     fid: Text = "auto"
     grid_size: Optional[PosInt] = None
     min_motion: NonNegFloat = 0.0
+    fid_frames: NonNegInt = 0  # frames per clip whose FID/KID features are kept (evenly spaced); 0 = every frame
 
 
 class Resources(_Strict):
@@ -175,7 +163,7 @@ def _axis_model(name: str, config: type[BaseModel]) -> type[BaseModel]:
     """An axes group with one optional list per scalar setting of `config`, same types and bounds."""
     fields: dict[str, Any] = {}
     for fname, info in config.model_fields.items():
-        if fname in LIST_SETTINGS:
+        if fname in LIST_SETTINGS or fname in NOT_AXES:
             continue
         item = Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation
         fields[fname] = (Optional[_axis_list(item)], None)
@@ -189,10 +177,10 @@ GenerationAxes = _axis_model("GenerationAxes", GenerationConfig)
 class Axes(_Strict):
     """The grid. Every key is a list; `inversion.<name>` / `generation.<name>` sweep a hyperparameter."""
 
-    qk: _axis_list(Literal[QK_DESIGNS]) = ["1d"]  # type: ignore[valid-type]
-    v: _axis_list(Literal[V_DESIGNS]) = ["2d"]  # type: ignore[valid-type]
+    qk: _axis_list(Literal[QK_DESIGNS]) = [PAPER_METHOD["qk"]]  # type: ignore[valid-type]
+    v: _axis_list(Literal[V_DESIGNS]) = [PAPER_METHOD["v"]]  # type: ignore[valid-type]
     remove: _axis_list(Literal[REMOVE]) = ["none"]  # type: ignore[valid-type]
-    debias: _axis_list(Literal[DEBIAS]) = ["difference"]  # type: ignore[valid-type]
+    debias: _axis_list(Literal[DEBIAS_MODES]) = [PAPER_METHOD["debias"]]  # type: ignore[valid-type]
     seed: _axis_list(NonNegInt) = [0]  # type: ignore[valid-type]
     inversion: InversionAxes = Field(default_factory=InversionAxes)  # type: ignore[valid-type]
     generation: GenerationAxes = Field(default_factory=GenerationAxes)  # type: ignore[valid-type]
@@ -271,6 +259,205 @@ def video_problem(path: Path) -> Optional[str]:
 
 
 # --------------------------------------------------------------------------------------------------
+# How the sweep runs on Tune: checkpoints, the declared metric, tracking, and the search.
+
+MODES = ("max", "min")
+SEARCH_ALGORITHMS = ("random", "optuna")
+#: How a searched setting is drawn: a list (or {choice: [...]}) of values, or a range.
+SPACE_KINDS = ("choice", "loguniform", "uniform", "randint")
+
+
+def _per_sample_metric(metric: str) -> str:
+    if metric not in SAMPLE_METRICS:
+        raise ValueError(f"{metric!r} is not a per-sample metric; accepted: {', '.join(SAMPLE_METRICS)}")
+    return metric
+
+
+def _metric_mode(metric: str, mode: Optional[str]) -> str:
+    """The mode for `metric` (its direction in vocabulary.METRICS when not given); a contrary mode is an error."""
+    natural = "max" if METRICS[metric].higher_is_better else "min"
+    if mode is not None and mode != natural:
+        raise ValueError(f"{metric} is {'higher' if natural == 'max' else 'lower'} is better: mode must be "
+                         f"{natural!r} (or leave mode out)")
+    return natural
+
+
+class TuneSettings(_Strict):
+    """`tune:`: Tune checkpoints and the metric Tune ranks trials by (its table, ResultGrid.get_best_result)."""
+
+    checkpoint_every: PosInt = 50  # optimisation steps between Tune checkpoints (embeddings, AdamW, RNG, step)
+    metric: Annotated[str, AfterValidator(_per_sample_metric)] = "motion_fidelity"
+    mode: Optional[Literal[MODES]] = None  # type: ignore[valid-type]  # default: the metric's direction
+
+    @model_validator(mode="after")
+    def _direction(self) -> "TuneSettings":
+        self.mode = _metric_mode(self.metric, self.mode)
+        return self
+
+
+class WandbTracking(_Strict):
+    """Weights & Biases through Tune's WandbLoggerCallback; the API key comes from the environment (WANDB_API_KEY)."""
+
+    project: Text
+    group: Optional[Text] = None
+    entity: Optional[Text] = None
+
+
+class MLflowTracking(_Strict):
+    """MLflow through Tune's MLflowLoggerCallback; credentials come from the environment (MLFLOW_TRACKING_*)."""
+
+    tracking_uri: Optional[Text] = None  # None: MLflow's default (./mlruns or MLFLOW_TRACKING_URI)
+    experiment_name: Optional[Text] = None  # None: the sweep's name
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class Tracking(_Strict):
+    wandb: Optional[WandbTracking] = None
+    mlflow: Optional[MLflowTracking] = None
+
+    @field_validator("mlflow")
+    @classmethod
+    def _no_credentials_in_the_uri(cls, v: Optional[MLflowTracking]) -> Optional[MLflowTracking]:
+        if v is not None and v.tracking_uri and "@" in v.tracking_uri.split("://", 1)[-1].split("/", 1)[0]:
+            raise ValueError("tracking_uri holds credentials; set MLFLOW_TRACKING_USERNAME/PASSWORD in the "
+                             "environment instead (specs and Ray logs are not the place for secrets)")
+        return v
+
+
+class Objective(_Strict):
+    """What a search maximises (or minimises): metric + Σ penalties, each in its metric's bad direction."""
+
+    metric: Annotated[str, AfterValidator(_per_sample_metric)] = "motion_fidelity"
+    mode: Optional[Literal[MODES]] = None  # type: ignore[valid-type]  # default: the metric's direction
+    penalty: dict[str, NonNegFloat] = Field(default_factory=dict)  # {appearance_leakage: 0.5}
+
+    @field_validator("penalty")
+    @classmethod
+    def _penalised_metrics(cls, v: dict[str, float]) -> dict[str, float]:
+        bad = [m for m in v if m not in SAMPLE_METRICS]
+        if bad:
+            raise ValueError(f"penalty on {bad}: not per-sample metrics; accepted: {', '.join(SAMPLE_METRICS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _check(self) -> "Objective":
+        self.mode = _metric_mode(self.metric, self.mode)
+        if self.metric in self.penalty:
+            raise ValueError(f"penalty on the objective's own metric {self.metric!r}")
+        return self
+
+
+class Asha(_Strict):
+    """ASHA early stopping at these inversion steps (each one a checkpoint where the eval set is scored)."""
+
+    rungs: Annotated[list[PosInt], Field(min_length=1)]
+    reduction_factor: Optional[Annotated[float, Field(gt=1)]] = None  # default: the rungs' ratio if geometric, else 2
+
+    @field_validator("rungs")
+    @classmethod
+    def _sorted(cls, v: list[int]) -> list[int]:
+        return sorted(set(v))
+
+
+class SearchScheduler(_Strict):
+    asha: Optional[Asha] = None
+
+
+class EvalSet(_Strict):
+    """The small generation set scored at each rung: the first `prompts` prompts of each video × `seeds` seeds."""
+
+    prompts: PosInt = 1
+    seeds: PosInt = 1
+
+
+class Search(_Strict):
+    """`search:`: Tune samples the space, scores each sample's eval set at its rungs, ASHA stops the weaker."""
+
+    objective: Objective = Field(default_factory=Objective)
+    space: dict[str, Any]
+    algorithm: Literal[SEARCH_ALGORITHMS] = "random"  # type: ignore[valid-type]
+    scheduler: Optional[SearchScheduler] = None  # None: every sample runs to its end (no early stopping)
+    samples: PosInt = 16
+    eval: EvalSet = Field(default_factory=EvalSet)
+    seed: Optional[NonNegInt] = None  # the searcher's seed (the same samples on every run)
+    grid: Optional[bool] = None  # also run the spec's grid; default: whether the spec has an `axes:` block
+
+    @field_validator("space")
+    @classmethod
+    def _space(cls, v: dict[str, Any]) -> dict[str, dict[str, list]]:
+        """Each key an axis name; each value normalised to {kind: values}; every problem listed."""
+        if not v:
+            raise ValueError("empty space; give at least one setting to search, e.g. inversion.lr")
+        out: dict[str, dict[str, list]] = {}
+        problems: list[str] = []
+        for key, domain in v.items():
+            try:
+                out[key] = _space_domain(str(key), domain)
+            except ValueError as exc:  # lines from the axis check already start with the key
+                problems.extend(line if line.startswith(str(key)) else f"{key}: {line}"
+                                for line in str(exc).splitlines())
+        if problems:
+            raise ValueError("\n".join(problems))
+        return out
+
+    @property
+    def rungs(self) -> list[int]:
+        return list(self.scheduler.asha.rungs) if self.scheduler and self.scheduler.asha else []
+
+
+def _space_domain(key: str, domain: Any) -> dict[str, list]:
+    """`[a, b]` / `{choice: [...]}` / `{loguniform|uniform|randint: [lo, hi]}` for axis `key`, validated."""
+    kind, values = "choice", domain
+    if isinstance(domain, dict):
+        if len(domain) != 1 or next(iter(domain)) not in SPACE_KINDS:
+            raise ValueError(f"give a list of values or one of {{{' | '.join(SPACE_KINDS)}: [...]}}, got {domain!r}")
+        kind, values = next(iter(domain.items()))
+    if not isinstance(values, list) or not values:
+        raise ValueError(f"{kind} needs a non-empty list, got {values!r}")
+    base = _axis_type(key)  # raises for names that are not axes
+    if kind != "choice":
+        if len(values) != 2 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values) \
+                or not values[0] < values[1]:
+            raise ValueError(f"{kind} needs [low, high] numbers with low < high, got {values!r}")
+        if kind == "randint" and (base is not int or not all(float(x).is_integer() for x in values)):
+            raise ValueError(f"randint draws integers: {key} is not an integer setting or the bounds are not integers"
+                             if base is not int else f"randint needs integer bounds, got {values!r}")
+        if kind in ("loguniform", "uniform") and base is not float:
+            raise ValueError(f"{kind} draws real numbers but {key} takes "
+                             + ("integers: use randint or a list" if base is int else "names: give a list"))
+        if kind == "loguniform" and values[0] <= 0:
+            raise ValueError(f"loguniform needs low > 0, got {values[0]}")
+    try:  # the values (or the range's ends) must be values the axis accepts: the grid's own checks
+        checked = Axes.model_validate({key: values}).values()[key]
+    except ValidationError as exc:
+        raise ValueError("\n".join(_problems(exc, {}))) from None
+    return {kind: [int(x) for x in checked] if kind == "randint" else checked}
+
+
+def _axis_type(key: str) -> type:
+    """int | float | str: what a searched axis takes (ValueError for a name that is not an axis)."""
+    if key in DESIGN_AXES:
+        return int if key == "seed" else str
+    stage, _, name = key.partition(".")
+    config = {"inversion": InversionConfig, "generation": GenerationConfig}.get(stage)
+    if config is None or name not in config.model_fields or name in LIST_SETTINGS or name in NOT_AXES:
+        raise ValueError(f"not a searchable setting; accepted: {', '.join(DESIGN_AXES)}, inversion.<name>, "
+                         "generation.<name> (a scalar setting, as in axes:)")
+    return _base_type(config.model_fields[name].annotation)
+
+
+def _base_type(annotation: Any) -> type:
+    origin = get_origin(annotation)
+    if origin is Annotated:
+        return _base_type(get_args(annotation)[0])
+    if origin is Union:
+        return _base_type(next(a for a in get_args(annotation) if a is not type(None)))
+    if origin is Literal:
+        return str
+    return annotation
+
+
+# --------------------------------------------------------------------------------------------------
 # The spec.
 
 class Spec(_Strict):
@@ -283,7 +470,14 @@ class Spec(_Strict):
     inversion: InversionConfig = Field(default_factory=InversionConfig)
     generation: GenerationConfig = Field(default_factory=GenerationConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    # Real videos FID/KID compare against: a folder of videos / frame folders, or a .txt/.jsonl/.csv manifest.
+    # None = every frame of the sweep's own reference videos. Not a metric setting: it changes no sample.
+    reference_set: Optional[Text] = None
     resources: Resources = Field(default_factory=Resources)
+    tune: TuneSettings = Field(default_factory=TuneSettings)
+    tracking: Tracking = Field(default_factory=Tracking)
+    # A search (instead of the grid when `axes:` is absent, besides it when present); see `Search`.
+    search: Optional[Search] = None
 
     # -- validation -------------------------------------------------------------------------------
 
@@ -309,8 +503,8 @@ class Spec(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
-        if v not in PRESET_DEFAULTS:
-            raise ValueError(f"unknown preset {v!r}; accepted: {', '.join(PRESET_DEFAULTS)}")
+        if v not in PRESETS:
+            raise ValueError(f"unknown preset {v!r}; accepted: {', '.join(PRESETS)}")
         return v
 
     @field_validator("storage")
@@ -325,6 +519,21 @@ class Spec(_Strict):
         path = Path(v).expanduser()
         if not path.is_absolute():  # relative to the spec file, like the videos
             path = Path((info.context or {}).get("base_dir") or os.getcwd()) / path
+        return os.path.normpath(path)
+
+    @field_validator("reference_set")
+    @classmethod
+    def _resolve_reference_set(cls, v: Optional[str], info: ValidationInfo) -> Optional[str]:
+        if v is None:
+            return v
+        if "://" in v:
+            raise ValueError(f"{v!r}: the reference set must be a folder or manifest the workers can read "
+                             "(a local or shared path), not a URI")
+        path = Path(v).expanduser()
+        if not path.is_absolute():
+            path = Path((info.context or {}).get("base_dir") or os.getcwd()) / path
+        if (info.context or {}).get("check_files", True) and not path.exists():
+            raise ValueError(f"reference set not found: {path} (a folder of videos or a .txt/.jsonl/.csv manifest)")
         return os.path.normpath(path)
 
     @field_validator("data", mode="before")
@@ -345,16 +554,16 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _fill_and_cross_check(self) -> "Spec":
         """Fill preset defaults; checks that need several fields (run once the fields themselves are valid)."""
-        preset = PRESET_DEFAULTS[self.preset]
-        for key in ("frames", "height", "width"):
+        preset = PRESETS[self.preset]
+        for key, value in (("frames", preset.num_frames), ("height", preset.height), ("width", preset.width)):
             if getattr(self.inversion, key) is None:
-                setattr(self.inversion, key, preset[key])
+                setattr(self.inversion, key, value)
         if self.generation.fps is None:
-            self.generation.fps = preset["fps"]
+            self.generation.fps = preset.fps
         if self.metrics.clip is None:
-            self.metrics.clip = preset["clip"]
+            self.metrics.clip = preset.clip
         if self.metrics.tracker is None:
-            self.metrics.tracker = preset["tracker"]
+            self.metrics.tracker = preset.tracker
 
         problems: list[str] = []
         # video ids: default to the file stem; two different videos may not share one
@@ -384,25 +593,51 @@ class Spec(_Strict):
         if max(frames_values) > min(slots_values):
             problems.append(f"inversion.frames: {max(frames_values)} frames do not fit in "
                             f"slots={min(slots_values)} (the embeddings reserve `slots` frames)")
+        if self.search is not None:
+            if self.search.grid is None:  # said once, so a dumped and reloaded spec means the same
+                self.search.grid = "axes" in self.model_fields_set
+            problems += self._search_problems()
         if problems:
             raise ValueError("\n".join(problems))
         return self
 
+    def _search_problems(self) -> list[str]:
+        search = self.search
+        problems = []
+        space = search.space
+        steps = space.get("inversion.steps")
+        longest = (max(next(iter(steps.values()))) if steps else
+                   max(self.axes.inversion.steps or [self.inversion.steps]))
+        late = [r for r in search.rungs if r > longest]
+        if late:
+            problems.append(f"search.scheduler.asha.rungs: {late} exceed the longest inversion ({longest} steps)")
+        if search.eval.seeds > 1 and "generation.seed" in space:
+            problems.append("search.eval.seeds: generation.seed is searched; leave seeds at 1")
+        if search.eval.seeds > 1 and self.generation.seed is None and "seed" in space:
+            problems.append("search.eval.seeds: with `seed` searched, the eval seeds need generation.seed set")
+        return problems
+
     # -- helpers used by the planner and the trainable ---------------------------------------------
+
+    @property
+    def has_grid(self) -> bool:
+        """Whether the spec runs its grid: always without `search:`; besides it when `axes:` is given (or
+        `search.grid: true`)."""
+        return self.search is None or bool(self.search.grid)
 
     def axis_values(self) -> dict[str, list]:
         return self.axes.values()
 
     def checkpoints_for(self, steps: int) -> list[int]:
-        """The checkpoints evaluated for a run of `steps` steps."""
+        """The checkpoints evaluated for a run of `steps` steps (default: the paper's step 250 and the last)."""
         if not self.inversion.checkpoints:
-            return [steps]
+            return sorted({PAPER_CHECKPOINT, steps}) if steps >= PAPER_CHECKPOINT else [steps]
         return [c for c in self.inversion.checkpoints if c <= steps]
 
     @property
     def base_model(self) -> str:
         """Which weights: the `model` override, else the preset's model id."""
-        return self.model or PRESET_DEFAULTS[self.preset]["model"]
+        return self.model or PRESETS[self.preset].model
 
 
 # --------------------------------------------------------------------------------------------------
@@ -509,6 +744,9 @@ def _unknown_key_message(loc: tuple) -> str:
     if len(loc) == 3 and loc[0] == "axes" and loc[2] in LIST_SETTINGS:
         return (f"{loc[1]}.{loc[2]} is a list setting and cannot be an axis"
                 + ("; list the steps to evaluate in inversion.checkpoints" if loc[2] == "checkpoints" else ""))
+    if len(loc) == 3 and loc[0] == "axes" and loc[2] in NOT_AXES:
+        return (f"{loc[1]}.{loc[2]} cannot be an axis: it sets the written file's frame rate and changes no "
+                f"generated frame or metric; set it once as {loc[1]}: {{{loc[2]}: N}}")
     model = _model_at(loc[:-1])
     if model is Axes:
         accepted = ["qk", "v", "remove", "debias", "seed", "inversion.<name>", "generation.<name>"]

@@ -285,9 +285,6 @@ class Store:
         wanted = set(int(s) for s in steps)
         return wanted <= set(self.inversion_steps(inversion_key)) if wanted else True
 
-    def has_video(self, generation_key: str) -> bool:
-        return self.exists(self.video_path(generation_key))
-
     def has_sample(self, sample_key: str) -> bool:
         return self.exists(self.sample_path(sample_key))
 

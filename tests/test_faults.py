@@ -35,24 +35,19 @@ def small_spec(tmp_path: Path, name: str, storage: Path | None = None, videos: i
 
 
 @pytest.fixture
-def fault_env(tmp_path, monkeypatch):
-    def set_fault(value: str) -> None:
-        monkeypatch.setenv("MOTION_SWEEP_INJECT_FAULT", value)
-        monkeypatch.setenv("MOTION_SWEEP_FAULT_DIR", str(tmp_path))
-    return set_fault
-
-
-@pytest.fixture
-def local_ray():
-    """Start a local Ray in the test (after the test has set its environment) and stop it afterwards."""
+def local_ray(tmp_path):
+    """Start a local Ray in the test, with `faults` injected in its workers (tests/fault_injection.py, through
+    a worker_process_setup_hook; marker files and logs in tmp_path), and stop it afterwards."""
     import ray
 
+    import fault_injection
     from sweep.runner import init_ray
 
     started = []
 
-    def start(num_cpus: int = 2):
-        started.append(init_ray("local", num_cpus=num_cpus))
+    def start(num_cpus: int = 2, faults: list[dict] | None = None):
+        env = fault_injection.runtime_env(faults, tmp_path) if faults else None
+        started.append(init_ray("local", num_cpus=num_cpus, runtime_env=env))
     yield start
     if started and started[0]:
         ray.shutdown()
@@ -62,17 +57,21 @@ def rows_by_key(table) -> dict:
     return {r["sample_key"]: r for r in table.to_pylist()}
 
 
-def test_a_trial_that_crashes_once_is_retried_and_every_row_lands(tmp_path, fault_env, local_ray):
+def victim_fault(trial, **fault) -> dict:
+    """A fault in one trial's optimisation (its video's source prompt and its MQK design pick it)."""
+    return {"stage": "invert", "source_prompt": trial.source_prompt, "qk": trial.qk, **fault}
+
+
+def test_a_trial_that_crashes_once_is_retried_and_every_row_lands(tmp_path, local_ray):
     from sweep.plan import make_plan
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 
     spec = Spec.model_validate(small_spec(tmp_path, "crash"))
     plan = make_plan(spec)
-    victim = plan.trials[0].trial_id
-    fault_env(f"invert:/{victim}:once")  # this trial crashes once, halfway through its inversion
-    local_ray()
+    victim = next(t for t in plan.trials if not t.base)
+    local_ray(faults=[victim_fault(victim, step=2, once=True)])  # crashes once, halfway through its inversion
     summary = run_sweep(spec, verbose=0)
     assert summary.failed == {} and summary.ran == 3
     assert len(list(tmp_path.glob("fault-invert-*"))) == 1  # it did crash
@@ -81,20 +80,19 @@ def test_a_trial_that_crashes_once_is_retried_and_every_row_lands(tmp_path, faul
     assert set(table.column("status").to_pylist()) == {"ok"}
 
 
-def test_a_trial_that_always_fails_is_reported_not_dropped(tmp_path, fault_env, local_ray):
+def test_a_trial_that_always_fails_is_reported_not_dropped(tmp_path, local_ray):
     from sweep.plan import make_plan
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 
     spec = Spec.model_validate({**small_spec(tmp_path, "always"), "axes": {"qk": ["1d", "2d"], "remove": ["none"]}})
-    victim = make_plan(spec).trials[0].trial_id
-    fault_env(f"invert:/{victim}")
-    local_ray()
+    victim = make_plan(spec).trials[0]
+    local_ray(faults=[victim_fault(victim, step=2)])
     summary = run_sweep(spec, verbose=0, max_failures=1)
-    assert list(summary.failed) == [victim] and "injected fault" in summary.failed[victim]
+    assert list(summary.failed) == [victim.trial_id] and "injected fault" in summary.failed[victim.trial_id]
     rows = load(summary.storage)
-    assert rows.num_rows == 1 and victim not in rows.column("trial_id").to_pylist()  # the other trial landed
+    assert rows.num_rows == 1 and victim.trial_id not in rows.column("trial_id").to_pylist()  # the other landed
 
 
 @pytest.mark.slow
@@ -103,7 +101,7 @@ def test_losing_a_worker_node_mid_sweep_keeps_every_row_once(tmp_path):
     from ray.cluster_utils import Cluster
 
     from sweep.plan import make_plan
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 
@@ -162,7 +160,7 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
     import yaml
 
     from sweep.plan import make_plan
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import init_ray, run_sweep
     from sweep.spec import Spec
 
@@ -196,6 +194,7 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
 
         ray.shutdown()
     assert resumed.failed == {} and resumed.skipped == len(done) and resumed.ran == len(plan.trials) - len(done)
+    assert resumed.restored  # the killed driver's Tune run was continued (Tuner.restore), not started again
     for name, mtime in done.items():  # finished rows were not rewritten
         assert (parts / name).stat().st_mtime_ns == mtime
     for meta, mtime in metas.items():  # finished inversions were not recomputed
@@ -211,7 +210,7 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
 TORN_WRITER = """
 import sys, time
 sys.path.insert(0, {root!r})
-from sweep.results import write_part
+from sweep.tables import write_part
 rows = [{{"sample_key": f"k{{i}}", "video": "v", "prompt": "p" * 2000, "status": "ok"}} for i in range(4000)]
 n = 0
 while True:
@@ -222,7 +221,7 @@ while True:
 
 
 def test_a_writer_killed_mid_write_leaves_nothing_half_read(tmp_path):
-    from sweep.results import load
+    from sweep.tables import load
 
     storage = tmp_path / "results"
     proc = subprocess.Popen([sys.executable, "-c", TORN_WRITER.format(root=str(ROOT), storage=str(storage))],

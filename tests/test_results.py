@@ -8,42 +8,39 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from scipy import linalg
 
-from sweep.plan import make_plan, save_plan
-from sweep.results import (
-    BASE_VARIANT,
-    SAMPLES_SCHEMA,
-    frechet_distance,
-    kernel_inception_distance,
-    cached_sample_row,
-    load,
-    report,
-    sample_row,
-    summarize,
-    summary_notes,
-    write_part,
-)
+from sweep.plan import BASE_VARIANT, make_plan, save_plan
+from sweep.report import compare, report, summarize, summary_notes
+from sweep.tables import SAMPLES_SCHEMA, cached_sample_row, load, sample_row, write_part
 from sweep.spec import Spec
 from sweep.store import Store
 
 DIM = 6
-NUMPY_FID = (frechet_distance, kernel_inception_distance)  # keeps these tests free of the torchmetrics import
+NUMPY_FID = None  # evaluation.fid
+BACKBONE = "clip:fake"
 
 
-def make_spec(tmp_path: Path, name: str = "abl", n_videos: int = 3, axes=None) -> Spec:
+def make_spec(tmp_path: Path, name: str = "abl", n_videos: int = 3, axes=None, prompts: str = "ab",
+              checkpoints=(10, 20)) -> Spec:
     data = []
     for i in range(n_videos):
         video = tmp_path / f"v{i}.mp4"
         video.write_bytes(f"video {i}".encode())
-        data.append({"video": str(video), "source_prompt": f"source {i}", "prompts": [f"p{i}a", f"p{i}b"]})
+        data.append({"video": str(video), "source_prompt": f"source {i}", "prompts": [f"p{i}{p}" for p in prompts]})
     axes = axes or {"qk": ["1d"], "v": ["2d"], "remove": ["none", "v", "both"], "debias": ["difference", "none"]}
     return Spec.model_validate({"name": name, "preset": "tiny", "storage": str(tmp_path / "results"),
-                                "data": data, "axes": axes, "inversion": {"steps": 20, "checkpoints": [10, 20]}})
+                                "data": data, "axes": axes,
+                                "inversion": {"steps": 20, "checkpoints": list(checkpoints)}})
 
 
-def run_fake(spec: Spec, fail=lambda g: False, metric=lambda g: 0.5, seed: int = 0) -> Store:
-    """What the trainable does, minus the model: one samples part and one inversions part per trial."""
+def run_fake(spec: Spec, fail=lambda g: False, metric=lambda g: 0.5, seed: int = 0, metrics=None,
+             references: bool = True, features=None) -> Store:
+    """What the trainable does, minus the model: one samples part and one inversions part per trial, and one
+    references part per reference video (its frames' FID features, as the trainable stores them).
+
+    metric(g) sets every per-sample metric but temporal_consistency/appearance_leakage (0.9/0.1); `metrics(g)`,
+    if given, returns the metric dict instead. features(g) -> [frames, DIM] (default: normal around metric(g)).
+    """
     rng = np.random.default_rng(seed)
     plan = make_plan(spec)
     store = Store(spec.storage)
@@ -55,15 +52,30 @@ def run_fake(spec: Spec, fail=lambda g: False, metric=lambda g: 0.5, seed: int =
                 rows.append(sample_row(g.columns, error="CUDA out of memory", device="cpu"))
                 continue
             value = metric(g)
-            metrics = {"text_similarity": value, "temporal_consistency": 0.9, "motion_fidelity": value,
-                       "motion_fidelity_two_way": value, "appearance_leakage": 0.1,
-                       "fid_features": rng.normal(value, 1.0, size=(4, DIM)).astype(np.float32)}
-            rows.append(sample_row(g.columns, metrics, video_path=f"store/videos/{g.generation_key}.mp4",
-                                   device="cpu", generate_seconds=1.0, pretrained_metrics=False))
+            values = metrics(g) if metrics else {
+                "text_similarity": value, "temporal_consistency": 0.9, "motion_fidelity": value,
+                "motion_fidelity_two_way": value, "appearance_leakage": 0.1}
+            feats = features(g) if features else rng.normal(value, 1.0, size=(4, DIM)).astype(np.float32)
+            rows.append(sample_row(g.columns, {**values, "fid_features": feats},
+                                   video_path=f"store/videos/{g.generation_key}.mp4", device="cpu",
+                                   generate_seconds=1.0, pretrained_metrics=False, fid_backbone=BACKBONE))
         write_part(store, spec.name, trial.trial_id, rows)
         write_part(store, spec.name, trial.trial_id, [{**trial.columns, "loss_curve": np.linspace(1, 0, 20),
                                                       "seconds": 3.0, "device": "cpu"}], table="inversions")
+    if references:
+        for d in plan.ddim_inversions:
+            write_reference(store, spec.name, d.ddim_key, d.video, rng.normal(0.0, 1.0, size=(8, DIM)))
     return store
+
+
+def write_reference(store: Store, sweep: str, key: str, video: str, feats, source: str = "sweep_videos",
+                    backbone: str = BACKBONE, content: str | None = None, **fields) -> None:
+    feats = np.asarray(feats, np.float32)
+    write_part(store, sweep, f"ref-{key}".replace("/", "-"), [{
+        "reference_key": key, "source": source, "video": video, "ddim_key": key if source == "sweep_videos" else None,
+        "content_hash": content or key, "n_frames": len(feats), "dim": feats.shape[1], "fid_features": feats,
+        "fid_backbone": backbone, "status": "ok", "created_at": "2024-01-01T00:00:00+00:00", **fields}],
+        table="references")
 
 
 def test_round_trip(tmp_path):
@@ -99,7 +111,7 @@ def test_storage_root_loads_every_sweep(tmp_path):
     table = load(a.storage)
     assert sorted(set(table["sweep"].to_pylist())) == ["a", "b"]
     # b's swept hyperparameter is a column; a's rows have it null
-    lr = dict(zip(table["sweep"].to_pylist(), table["inversion.lr"].to_pylist()))
+    lr = dict(zip(table["sweep"].to_pylist(), table["inversion.lr_applied"].to_pylist()))
     assert lr["a"] is None and lr["b"] in (0.01, 0.03)
     assert load(a.storage, sweeps=["b"]).num_rows == len(make_plan(b).generations())
     with pytest.raises(FileNotFoundError):
@@ -158,33 +170,35 @@ def test_rows_are_normalised(tmp_path):
 
 
 def test_summarize_means_cis_errors(tmp_path):
-    spec = make_spec(tmp_path)
-    # per video: v0 -> 0.2, v1 -> 0.4, v2 -> 0.6 (so the mean over videos is 0.4)
-    value = lambda g: {"v0": 0.2, "v1": 0.4, "v2": 0.6}[g.columns["video"]]  # noqa: E731
+    spec = make_spec(tmp_path, n_videos=5)
+    # per video: v0 -> 0.2 ... v4 -> 0.6 (so the mean over videos is 0.4)
+    value = lambda g: {"v0": 0.2, "v1": 0.3, "v2": 0.4, "v3": 0.5, "v4": 0.6}[g.columns["video"]]  # noqa: E731
     fail = lambda g: g.columns["video"] == "v2" and g.prompt == "p2a" and g.variant == "qk=1d v=off"  # noqa: E731
     run_fake(spec, fail=fail, metric=value)
-    summary = summarize(load(spec.storage), n_boot=500, fid_functions=NUMPY_FID)
-    rows = {(r["variant"], r["checkpoint_step"]): r for r in summary.to_pylist()}
+    summary = summarize(load(spec.storage), references=load(spec.storage, "references"), n_boot=500,
+                        fid_functions=NUMPY_FID)
+    rows = {(r["variant"], r["checkpoint_step_applied"]): r for r in summary.to_pylist()}
     assert set(rows) == {("qk=1d v=2d debias=difference", 10), ("qk=1d v=2d debias=difference", 20),
                          ("qk=1d v=2d debias=none", 10), ("qk=1d v=2d debias=none", 20),
                          ("qk=1d v=off", 10), ("qk=1d v=off", 20), (BASE_VARIANT, 0)}
     r = rows[("qk=1d v=2d debias=difference", 10)]
-    assert (r["n_samples"], r["n_ok"], r["n_errors"], r["n_videos"]) == (6, 6, 0, 3)
+    assert (r["n_samples"], r["n_ok"], r["n_errors"], r["n_videos"]) == (10, 10, 0, 5)
     assert r["text_similarity_mean"] == pytest.approx(0.4)
     assert r["text_similarity_low"] < 0.4 < r["text_similarity_high"]
     assert 0.2 <= r["text_similarity_low"] and r["text_similarity_high"] <= 0.6
-    assert r["text_similarity_n"] == 6
+    assert r["text_similarity_n"] == 10
     e = rows[("qk=1d v=off", 10)]
-    assert (e["n_samples"], e["n_ok"], e["n_errors"], e["n_videos"]) == (6, 5, 1, 3)
+    assert (e["n_samples"], e["n_ok"], e["n_errors"], e["n_videos"]) == (10, 9, 1, 5)
     assert e["text_similarity_mean"] == pytest.approx(0.4)  # the error row is counted, not averaged
-    assert e["text_similarity_n"] == 5
-    # FID/KID against the base model's features (in the table)
-    assert r["fid"] is not None and r["kid"] is not None and r["fid_n_frames"] == 24
+    assert e["text_similarity_n"] == 9
+    # FID/KID against the reference videos' frames (5 videos × 8 frames), never the base model's samples
+    assert r["fid"] is not None and r["kid"] is not None and r["fid_n_frames"] == 40
+    assert r["fid_n_reference_frames"] == 40 and r["fid_dim"] == DIM and r["fid_reliable"] is True
     assert summary_notes(summary) == []
 
 
 def test_summarize_missing_values_are_counted_not_averaged():
-    t = pa.table({"variant": ["a"] * 4, "checkpoint_step": [1] * 4, "video": ["x", "x", "y", "y"],
+    t = pa.table({"variant": ["a"] * 4, "checkpoint_step_applied": [1] * 4, "video": ["x", "x", "y", "y"],
                   "status": ["ok", "ok", "ok", "error"], "text_similarity": [0.1, None, 0.3, None]})
     (r,) = summarize(t, metrics=["text_similarity"]).to_pylist()
     assert (r["n_samples"], r["n_ok"], r["n_errors"], r["text_similarity_n"]) == (4, 3, 1, 2)
@@ -196,40 +210,27 @@ def test_paired_comparison_against_the_base_model(tmp_path):
     spec = make_spec(tmp_path)
     value = lambda g: 0.3 if g.variant == BASE_VARIANT else 0.5  # noqa: E731
     run_fake(spec, metric=value)
-    summary = summarize(load(spec.storage), reference_variant=BASE_VARIANT, n_boot=200, fid_functions=NUMPY_FID)
-    for r in summary.to_pylist():
-        expected = 0.0 if r["variant"] == BASE_VARIANT else 0.2
-        assert r["delta_text_similarity"] == pytest.approx(expected)
-        assert r["n_pairs"] == 6  # 3 videos × 2 prompts; base's single checkpoint 0 matches every checkpoint
-    assert summary.schema.metadata[b"reference_variant"] == BASE_VARIANT.encode()
+    comparisons = compare(load(spec.storage), baseline=BASE_VARIANT, n_boot=200)
+    assert set(comparisons["baseline"].to_pylist()) == {BASE_VARIANT}
+    rows = [r for r in comparisons.to_pylist() if r["metric"] == "text_similarity"]
+    assert {(r["variant"], r["checkpoint"]) for r in rows} == {
+        (v, c) for v in ("qk=1d v=2d debias=difference", "qk=1d v=2d debias=none", "qk=1d v=off") for c in (10, 20)}
+    for r in rows:
+        assert r["mean_difference"] == pytest.approx(0.2)
+        assert r["n_units"] == 6  # 3 videos × 2 prompts; base's single checkpoint 0 matches every checkpoint
+        assert r["baseline_checkpoint"] == 0
 
 
 def test_fid_needs_a_reference(tmp_path):
     spec = make_spec(tmp_path, axes={"remove": ["none"]})
-    run_fake(spec)
+    run_fake(spec, references=False)
     table = load(spec.storage)
-    summary = summarize(table, n_boot=10, fid_functions=NUMPY_FID)
+    summary = summarize(table, references=load(spec.storage, "references"), n_boot=10, fid_functions=NUMPY_FID)
     assert set(summary["fid"].to_pylist()) == {None}
-    assert any("reference_features" in n for n in summary_notes(summary))
+    assert any("no reference frames" in n and "reference_features=" in n for n in summary_notes(summary))
     ref = np.random.default_rng(1).normal(0.0, 1.0, size=(50, DIM))
     summary = summarize(table, reference_features=ref, n_boot=10, fid_functions=NUMPY_FID)
     assert all(v is not None and v > 0 for v in summary["fid"].to_pylist())
-
-
-def test_closed_forms():
-    rng = np.random.default_rng(0)
-    a = rng.normal(size=(40, 5))
-    b = rng.normal(0.5, 2.0, size=(30, 5))
-    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
-    expected = ((a.mean(0) - b.mean(0)) ** 2).sum() + np.trace(sa + sb - 2 * linalg.sqrtm(sa @ sb).real)
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-6)
-    wide_a, wide_b = rng.normal(size=(8, 20)), rng.normal(size=(9, 20))  # fewer samples than dims
-    sa, sb = np.cov(wide_a, rowvar=False), np.cov(wide_b, rowvar=False)
-    expected = ((wide_a.mean(0) - wide_b.mean(0)) ** 2).sum() + np.trace(sa + sb) - 2 * np.trace(
-        linalg.sqrtm(sa @ sb)).real
-    assert frechet_distance(wide_a, wide_b) == pytest.approx(expected, rel=1e-4)
-    assert abs(kernel_inception_distance(a, rng.normal(size=(40, 5)))) < 0.5
-    assert kernel_inception_distance(a, b) > kernel_inception_distance(a, rng.normal(size=(40, 5)))
 
 
 def test_points_answer_every_requested_grid_point(tmp_path):
@@ -244,7 +245,7 @@ def test_points_answer_every_requested_grid_point(tmp_path):
     assert {r["debias"] for r in v_removed} == {"difference", "none"}
     assert {r["variant"] for r in v_removed} == {"qk=1d v=off"}
     base = [r for r in rows if r["remove"] == "both"]
-    assert {r["checkpoint_step"] for r in base} == {10, 20} and {r["canonical_checkpoint"] for r in base} == {0}
+    assert {r["checkpoint_step"] for r in base} == {10, 20} and {r["checkpoint_step_applied"] for r in base} == {0}
     assert all(r["status"] in ("ok", "error") for r in rows)  # every point has its sample
     assert all(r["text_similarity"] is None for r in rows if r["status"] == "error")
     assert all(r["text_similarity"] == 0.5 for r in rows if r["status"] == "ok")
@@ -254,15 +255,17 @@ def test_report_writes_markdown_and_csv(tmp_path, capsys):
     spec = make_spec(tmp_path)
     run_fake(spec)
     out = tmp_path / "report"
-    summary = report(Path(spec.storage) / spec.name, out, reference_variant=BASE_VARIANT, n_boot=50,
+    summary = report(Path(spec.storage) / spec.name, out, baseline=BASE_VARIANT, n_boot=50,
                      fid_functions=NUMPY_FID)
     printed = capsys.readouterr().out
     assert "qk=1d v=off" in printed and "text_similarity" in printed
     md = (out / "summary.md").read_text()
-    assert md.startswith("# Summary") and "| variant | checkpoint_step |" in md
+    assert md.startswith("# Summary") and "| variant " in md and "| step " in md
     csv_text = (out / "summary.csv").read_text().splitlines()
-    assert csv_text[0].startswith("variant,checkpoint_step,n_samples")
+    assert csv_text[0].startswith("variant,checkpoint_step_applied,n_samples")
     assert len(csv_text) == summary.num_rows + 1
+    comparisons = load(Path(spec.storage) / spec.name, table="comparisons")
+    assert comparisons.num_rows > 0 and set(comparisons["baseline"].to_pylist()) == {BASE_VARIANT}
 
 
 def test_old_parts_with_fewer_columns_still_load(tmp_path):
@@ -272,29 +275,15 @@ def test_old_parts_with_fewer_columns_still_load(tmp_path):
     folder.mkdir(parents=True)
     pq.write_table(old, folder / "part-t0.parquet")
     write_part(Store(tmp_path), "s", "t1", [{"variant": "x", "video": "v", "text_similarity": 0.5,
-                                              "inversion.lr": 0.01}])
+                                              "inversion.lr_applied": 0.01}])
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         t = load(tmp_path)
     assert t.num_rows == 2 and sorted(t["text_similarity"].to_pylist()) == [0.25, 0.5]
     assert t.schema.names[: len(SAMPLES_SCHEMA)] == SAMPLES_SCHEMA.names
-    assert {"legacy", "inversion.lr"} <= set(t.column_names)
+    assert {"legacy", "inversion.lr_applied"} <= set(t.column_names)
     empty = load(tmp_path / "s", table="inversions")
     assert empty.num_rows == 0 and "loss_curve" in empty.column_names
-
-
-def test_default_fid_is_the_evaluation_packages(tmp_path):
-    evaluation = pytest.importorskip("evaluation")
-    rng = np.random.default_rng(3)
-    a, b = rng.normal(size=(40, DIM)), rng.normal(0.3, 1.5, size=(30, DIM))
-    assert frechet_distance(a, b) == pytest.approx(evaluation.fid_from_features(a, b), rel=1e-6)
-    spec = make_spec(tmp_path, n_videos=2)
-    run_fake(spec)
-    table = load(spec.storage)
-    default = summarize(table, n_boot=10)
-    ours = summarize(table, n_boot=10, fid_functions=NUMPY_FID)
-    assert default["fid"].to_pylist() == pytest.approx(ours["fid"].to_pylist(), rel=1e-6)
-    assert default["kid"].to_pylist() == pytest.approx(ours["kid"].to_pylist(), abs=0.05)  # subsets vs full sets
 
 
 def test_remote_storage_code_path(tmp_path, monkeypatch):
@@ -326,7 +315,7 @@ def test_remote_storage_code_path(tmp_path, monkeypatch):
     src = tmp_path / "clip.mp4"
     src.write_bytes(b"mp4")
     store.upload(src, store.video_path("g"))
-    assert store.has_video("g") and store.download(store.video_path("g"), tmp_path / "back.mp4").read_bytes() == b"mp4"
+    assert store.exists(store.video_path("g")) and store.download(store.video_path("g"), tmp_path / "back.mp4").read_bytes() == b"mp4"
     plan = make_plan(spec)
     g = plan.generations()[0]
     store.put_sample(g.sample_key, sample_row({**g.columns, "sweep": "older"}, {"text_similarity": np.float64(0.7),

@@ -161,12 +161,13 @@ def test_store_pickles_without_credentials(prefix):
 def test_results_parts_round_trip_on_s3(prefix):
     import numpy as np
 
-    from sweep.results import load, sample_row, write_part
+    from sweep.tables import load, sample_row, write_part
     from sweep.store import Store
 
     store = Store(prefix)
-    cols = {"variant": "qk=1d v=2d", "qk": "1d", "v": "2d", "remove": "none", "debias": "none", "video": "v0",
-            "prompt": "a ball", "seed": 0, "generation_seed": 0, "checkpoint_step": 2, "sample_key": "s1"}
+    cols = {"variant": "qk=1d v=2d", "qk_applied": "1d", "v_applied": "2d", "remove_applied": "none",
+            "debias_applied": "none", "video": "v0", "prompt": "a ball", "seed_applied": 0, "generation_seed": 0,
+            "checkpoint_step_applied": 2, "sample_key": "s1"}
     rows = [sample_row(cols, {"text_similarity": 0.25, "motion_fidelity": 0.5,
                               "fid_features": np.ones((2, 4), np.float32)}),
             sample_row({**cols, "sample_key": "s2"}, error="boom")]
@@ -224,7 +225,8 @@ def s3_sweep(ray_on_s3, tmp_path_factory):
 
 @pytest.mark.slow
 def test_sweep_on_s3_writes_tables_store_and_tune_there(s3_sweep, tmp_path):
-    from sweep.results import load, report
+    from sweep.tables import load
+    from sweep.report import report
     from sweep.store import Store
 
     spec, summary = s3_sweep
@@ -256,7 +258,7 @@ def test_sweep_on_s3_writes_tables_store_and_tune_there(s3_sweep, tmp_path):
 @pytest.mark.slow
 def test_sweep_on_s3_writes_no_credentials(s3_sweep):
     """Not in the loaded tables, the plan, Tune's files, or any other object the sweep wrote."""
-    from sweep.results import load
+    from sweep.tables import load
 
     spec, summary = s3_sweep
     tables = [load(spec.storage, table=t).to_pylist() for t in ("samples", "inversions", "points")]
@@ -281,7 +283,7 @@ def test_sweep_on_s3_keeps_credentials_out_of_ray_logs(s3_sweep, ray_on_s3):
 
 @pytest.mark.slow
 def test_rerunning_on_s3_runs_nothing(s3_sweep):
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
 
     spec, first = s3_sweep

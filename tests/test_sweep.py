@@ -3,28 +3,28 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-FAULT_PROMPT = "FAULTY"  # generations whose prompt holds this raise inside the worker (sweep.trainable hook)
+FAULT_PROMPT = "FAULTY"  # generations whose prompt holds this raise inside the worker (tests/fault_injection.py)
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    os.environ["MOTION_SWEEP_INJECT_FAULT"] = f"generate:{FAULT_PROMPT}"
+def ray_local(tmp_path_factory):
     import ray
 
+    import fault_injection
     from sweep.runner import init_ray
 
-    started = init_ray("local", num_cpus=2)
+    env = fault_injection.runtime_env([{"stage": "generate", "prompt": FAULT_PROMPT}],
+                                      tmp_path_factory.mktemp("faults"))
+    started = init_ray("local", num_cpus=2, runtime_env=env)
     yield ray
     if started:
         ray.shutdown()
-    os.environ.pop("MOTION_SWEEP_INJECT_FAULT", None)
 
 
 @pytest.fixture(scope="module")
@@ -40,15 +40,15 @@ def demo_run(ray_local, tmp_path_factory):
 
 
 def test_demo_rows_match_the_plan_with_no_errors(demo_run):
-    from sweep.results import load
+    from sweep.tables import load
 
     spec, plan, summary = demo_run
     assert summary.failed == {} and summary.ran == len(plan.trials) == 16 and summary.ddim_inversions == 2
     table = load(summary.storage)
     assert table.num_rows == len(plan.generations()) == 40  # 2 videos × 20 canonical variants × 1 checkpoint
     assert set(table.column("status").to_pylist()) == {"ok"}
-    required = {"sweep", "trial_id", "variant", "qk", "v", "remove", "debias", "video", "source_prompt", "prompt",
-                "seed", "checkpoint_step", "text_similarity", "temporal_consistency", "motion_fidelity",
+    required = {"sweep", "trial_id", "variant", "qk_applied", "v_applied", "remove_applied", "debias_applied", "video",
+                "source_prompt", "prompt", "seed_applied", "checkpoint_step_applied", "text_similarity", "temporal_consistency", "motion_fidelity",
                 "motion_fidelity_two_way", "appearance_leakage", "fid_features", "video_path", "status", "error",
                 "clip_backbone", "tracker", "pretrained_metrics", "device", "generate_seconds", "score_seconds",
                 "code_version"}
@@ -68,7 +68,7 @@ def test_demo_rows_match_the_plan_with_no_errors(demo_run):
 
 
 def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
 
     spec, plan, first = demo_run
@@ -81,7 +81,7 @@ def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
 def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
     """Another sweep over the same videos inverts nothing again (store files untouched)."""
     from sweep.demo import demo_spec
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.store import Store
 
@@ -102,7 +102,7 @@ def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
 
 def test_an_injected_generation_failure_costs_one_row(ray_local, tmp_path):
     import videoio
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 
@@ -146,8 +146,8 @@ axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, n
     assert {k: counts[k] for k in ("grid_points", "canonical_variants", "inversions", "generations",
                                    "naive_inversions", "naive_generations", "cached_inversions",
                                    "cached_generations")} == {
-        "grid_points": 36, "canonical_variants": 20, "inversions": 8, "generations": 20, "naive_inversions": 36,
-        "naive_generations": 36, "cached_inversions": 0, "cached_generations": 0}
+        "grid_points": 36, "canonical_variants": 20, "inversions": 8, "generations": 40, "naive_inversions": 36,
+        "naive_generations": 72, "cached_inversions": 0, "cached_generations": 0}  # 400 steps: checkpoints 250, 400
     bad = tmp_path / "bad.yaml"
     bad.write_text(spec.read_text().replace(str(video), str(tmp_path / "missing.mp4")).replace("[1d, 2d]",
                                                                                              "[1d, 3d]"))
@@ -158,7 +158,7 @@ axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, n
 
 def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(ray_local, tmp_path):
     import videoio
-    from sweep.results import load
+    from sweep.tables import load
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 

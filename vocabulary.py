@@ -1,0 +1,131 @@
+"""The project's vocabulary, said once: presets, axes and their values, debias modes, metrics.
+
+`model/`, `evaluation/` and `sweep/` all import their names from here; nothing else spells them out.
+Pure Python (no torch, no pyarrow), so the spec, the CLI and the report load fast.
+
+Column-naming rule used by every table: a column named after an axis (`qk`, `debias`, `inversion.lr`,
+`checkpoint_step`, ...) holds the value the user *requested*; the same name with `_applied` holds the
+value of the experiment that answered it (its canonical variant). They differ where a setting means
+nothing: `debias` is `normalize` in a grid point that removed MV, `debias_applied` is `off`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Optional
+
+# ------------------------------------------------------------------------------------------- designs
+#: The marker for a component a variant does not have: a removed MQK/MV design, and the debias of an
+#: absent MV. One marker in every table.
+OFF = "off"
+
+QK_DESIGNS = ("1d", "2d")        #: Motion Query-Key: 1d [1,F,C] (paper) or 2d [H·W,F,C]
+V_DESIGNS = ("2d", "1d")         #: Motion Value: 2d [H·W,F,C] (paper) or 1d [1,F,C]
+REMOVE = ("none", "qk", "v", "both")  #: components removed ("both" = the plain base model)
+#: MV debias at generation: difference (the paper's), normalize, none (as trained), drop (MV unused).
+DEBIAS_MODES = ("difference", "normalize", "none", "drop")
+LOSSES = ("base", "debiased_temporal")
+NOISE_INITS = ("blend", "random")
+TRACKERS = ("lk", "cotracker3")
+FID_FEATURES = ("auto", "inception", "clip")
+
+#: The design axes of a sweep, in column order; `inversion.<name>` / `generation.<name>` axes follow.
+DESIGN_AXES = ("qk", "v", "remove", "debias", "seed")
+#: The paper's qualitative ablation, (a)–(d): embedding designs, each embedding removed, the debias strategies.
+SEED_GRID = {"qk": list(QK_DESIGNS), "v": list(V_DESIGNS), "remove": ["none", "qk", "v"],
+             "debias": ["difference", "normalize", "none"], "seed": [0]}
+#: The paper's full method (the default baseline of comparisons).
+PAPER_METHOD = {"qk": "1d", "v": "2d", "debias": "difference"}
+
+#: The step the official example generates from (of 400): appearance leaks in as inversion runs longer, so
+#: by default both this step and the last are evaluated.
+PAPER_CHECKPOINT = 250
+
+APPLIED = "_applied"
+
+
+def applied(column: str) -> str:
+    """The name of the column holding the value that ran, for a requested-value column (see module doc)."""
+    return column + APPLIED
+
+
+def check_choice(what: str, value: str, choices: tuple[str, ...]) -> str:
+    """`value` if it is one of `choices`, else a ValueError naming the accepted values."""
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}; accepted: {', '.join(choices)}")
+    return value
+
+
+# ------------------------------------------------------------------------------------------- metrics
+@dataclass(frozen=True)
+class Metric:
+    name: str          #: column name, the same in every table
+    display: str       #: how tables and plots title it
+    higher_is_better: bool
+    per_sample: bool   #: a number per generated clip (else: computed over a group of clips)
+    description: str
+
+    @property
+    def arrow(self) -> str:
+        return "↑" if self.higher_is_better else "↓"
+
+
+METRICS: dict[str, Metric] = {m.name: m for m in (
+    Metric("text_similarity", "Text similarity", True, True,
+           "CLIP cosine between each generated frame and the edit prompt, mean over frames"),
+    Metric("motion_fidelity", "Motion fidelity", True, True,
+           "DMT score over the reference's moving tracks (visible steps only)"),
+    Metric("temporal_consistency", "Temporal consistency", True, True,
+           "CLIP image cosine between consecutive generated frames, mean"),
+    Metric("appearance_leakage", "Appearance leakage", False, True,
+           "CLIP image cosine between generated and reference frames, mean (the reference's look leaking in)"),
+    Metric("motion_fidelity_dmt", "Motion fidelity (DMT, all tracks)", True, True,
+           "the published DMT score over every grid track"),
+    Metric("motion_fidelity_two_way", "Motion fidelity (two-way)", True, True,
+           "mean of the row-wise and column-wise best matches of the DMT similarity matrix"),
+    Metric("fid", "FID", False, False, "Fréchet distance of generated vs reference frame features"),
+    Metric("kid", "KID", False, False, "kernel inception distance (unbiased MMD², cubic kernel)"),
+    Metric("user_preference", "User preference", True, False, "share of forced-choice votes won"),
+)}
+#: The metrics a scorer computes for one clip, in table column order.
+SAMPLE_METRICS = tuple(name for name, m in METRICS.items() if m.per_sample)
+#: The paper's Table 1 columns, in its order.
+PAPER_COLUMNS = ("text_similarity", "motion_fidelity", "temporal_consistency", "fid", "user_preference")
+
+
+# ------------------------------------------------------------------------------------------- presets
+@dataclass(frozen=True)
+class Preset:
+    """A base model plus the resolution it works at and the metric backbones that suit it."""
+
+    name: str
+    model: str  #: hub id or local directory holding a diffusers TextToVideoSDPipeline ("" = built locally)
+    num_frames: int
+    height: int
+    width: int
+    fps: int
+    clip: str  #: evaluation backbone, "model" or "model/pretrained_tag"
+    tracker: str
+    description: str
+    revision: Optional[str] = None  #: hub revision (commit) the weights are pinned to
+
+    def with_model(self, model: Optional[str]) -> "Preset":
+        """The same preset loading its weights from another place (a local copy of the hub repo)."""
+        return self if model is None else replace(self, model=str(model), revision=None)
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset(name="zeroscope", model="cerspense/zeroscope_v2_576w", num_frames=24, height=320, width=576, fps=8,
+           clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
+           description="the paper's setting: ZeroScope v2 576w, 24 frames at 320x576"),
+    Preset(name="tiny", model="", num_frames=8, height=64, width=64, fps=8, clip="ViT-S-32", tracker="lk",
+           description="seeded random toy model with ZeroScope's block types (offline plumbing tests)"),
+    # model "" = the weights shipped in model/toy_world/pipeline (model.presets resolves it); the clip is the
+    # toy CLIP shipped beside it, as an open_clip local folder
+    Preset(name="toy", model="", num_frames=8, height=64, width=64, fps=8,
+           clip="local-dir:" + __import__("os").path.join(
+               __import__("os").path.dirname(__import__("os").path.abspath(__file__)), "model", "toy_world", "clip"),
+           tracker="lk",
+           description="text-to-video model and CLIP trained on moving shapes (shipped weights; the demo's "
+                       "default, where motion inversion measurably works)"),
+)}
