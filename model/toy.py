@@ -29,7 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -755,7 +755,6 @@ _PHASE_FIELDS = {"vae": ("seed", "minutes", "vae_share", "vae_steps", "vae_batch
 def _cached_phase(work: Path, phase: str, cfg: BuildConfig, log: BuildLog, train):
     """Run a phase (VAE, CLIP) or load its result from an earlier run of the same build (same settings,
     same architecture): a build stopped in the UNet phase does not redo the first two."""
-    import torch
     from safetensors.torch import load_file, save_file
 
     fields = _PHASE_FIELDS["vae"] + (_PHASE_FIELDS["clip"] if phase == "clip" else ())

@@ -7,6 +7,8 @@ worker_process_setup_hook (tests/fault_injection.py), and stop only what they st
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -148,7 +150,11 @@ def test_the_credentials_edit_is_pinned_to_the_ray_version(monkeypatch):
     from sweep.runner import CREDENTIALS_PATCH_RAY, _CREDENTIAL_ENV, _keep_credentials_out_of_ray
 
     assert ray.__version__ == CREDENTIALS_PATCH_RAY, "Ray changed: re-check sweep.runner._keep_credentials_out_of_ray"
-    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(class_cache.ENV_VARS_TO_PROPAGATE))
+    # Ray's own value, from a fresh interpreter: an earlier sweep in this process has already edited it
+    code = "from ray.tune.execution import class_cache as c; print(json.dumps(sorted(c.ENV_VARS_TO_PROPAGATE)))"
+    original = json.loads(subprocess.run([sys.executable, "-c", "import json; " + code], check=True,
+                                         capture_output=True, text=True).stdout)
+    monkeypatch.setattr(class_cache, "ENV_VARS_TO_PROPAGATE", set(original))
     assert set(_CREDENTIAL_ENV) <= class_cache.ENV_VARS_TO_PROPAGATE  # what Tune would copy (and Ray log)
     for name in _CREDENTIAL_ENV:
         monkeypatch.setenv(name, "fake-" + name)
