@@ -181,14 +181,8 @@ class Store:
     def write_bytes_atomic(self, rel: str, data: bytes) -> str:
         """Write `data` to `rel` so that readers see the old file, or the whole new one. Returns `rel`."""
         if self.is_local:
-            target = Path(self.uri, rel)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
+            target, tmp = self._local_temp(rel, data)
             try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())  # the bytes are on disk before the name points at them
                 os.replace(tmp, target)
             finally:
                 tmp.unlink(missing_ok=True)
@@ -205,6 +199,47 @@ class Store:
             f.write(data)
         self.fs.move(tmp, target)
         return rel
+
+    def create_bytes_exclusive(self, rel: str, data: bytes) -> str:
+        """Local stores only: write `rel` whole, unless it exists (FileExistsError, nothing written).
+
+        The bytes go to a temp file first and are hard-linked to their name (`link` fails when the name is
+        taken: atomic and race-free across threads and processes). Where the filesystem has no hard links, an
+        O_EXCL create of the name is used instead (still race-free; a reader may meet it half-written)."""
+        if not self.is_local:
+            raise NotImplementedError("exclusive create needs a local store (object stores have no conditional put "
+                                      "through pyarrow)")
+        target, tmp = self._local_temp(rel, data)
+        try:
+            try:
+                os.link(tmp, target)
+            except FileExistsError:
+                raise
+            except OSError:  # no hard links here (some network/FUSE filesystems)
+                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                with os.fdopen(fd, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+        finally:
+            tmp.unlink(missing_ok=True)
+        return rel
+
+    def _local_temp(self, rel: str, data: bytes) -> tuple[Path, Path]:
+        """(target path, a fsynced temp file beside it holding `data`): the bytes are on disk before a name
+        points at them."""
+        target = Path(self.uri, rel)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        return target, tmp
 
     def upload(self, local_file: str | os.PathLike, rel: str) -> str:
         """Copy a local file (e.g. an mp4 or safetensors written by a library) into the store, atomically."""

@@ -49,7 +49,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 import warnings
 from dataclasses import dataclass
 from importlib import resources
@@ -61,7 +60,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .store import TMP_PREFIX, Store, dumps
+from .store import Store, dumps
 from .tables import doc_field
 
 STUDIES_DIR = "studies"
@@ -522,10 +521,7 @@ def write_vote(store: Store, row: dict) -> str:
     """Write one vote as its own Parquet part, never replacing an existing one. Returns the store path.
 
     Raises FileExistsError when that (study, rater, item, repeat, question) already has a vote; then nothing
-    is written. Local stores: the part is written to a temp file, fsynced, then hard-linked to its final name
-    (`link` fails if the name exists: atomic and race-free across threads and processes; readers see a whole
-    file or none). Where the filesystem has no hard links, an O_EXCL create of the final name is used instead
-    (still race-free; a reader may meet the file while it is being written and skip it). Object stores
+    is written. Local stores: `Store.create_bytes_exclusive` (race-free across threads and processes). Object stores
     (s3://): pyarrow has no conditional put, so an existence check and the put run under a lock of this
     process: race-free within one server; two processes writing the same study could both accept one key,
     and the later put replaces the earlier (still one row per key).
@@ -533,27 +529,7 @@ def write_vote(store: Store, row: dict) -> str:
     rel = vote_part(row["study"], row["rater"], row["item"], row["repeat"], row["question"])
     data = _vote_bytes(row)
     if store.is_local:
-        target = Path(store.uri, rel)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f"{TMP_PREFIX}{uuid.uuid4().hex[:8]}-{target.name}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            try:
-                os.link(tmp, target)  # FileExistsError when taken
-            except FileExistsError:
-                raise
-            except OSError:  # no hard links here (some network/FUSE filesystems)
-                fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-        finally:
-            tmp.unlink(missing_ok=True)
-        return rel
+        return store.create_bytes_exclusive(rel, data)
     with _REMOTE_LOCK:
         if rel in _REMOTE_PENDING:
             raise FileExistsError(rel)
