@@ -117,7 +117,10 @@ class Preset:
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset(name="zeroscope", model="cerspense/zeroscope_v2_576w", num_frames=24, height=320, width=576, fps=8,
            clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
-           description="the paper's setting: ZeroScope v2 576w, 24 frames at 320x576"),
+           description="the paper's setting: ZeroScope v2 576w, 24 frames at 320x576",
+           # the hub commit of cerspense/zeroscope_v2_576w's published weights (what `hf download` fetches as
+           # snapshots/<commit>); a new upload to the repo changes no sweep until this line changes
+           revision="6963642a64dbefa93663d1ecebb4ceda2d9ecb28"),
     Preset(name="tiny", model="", num_frames=8, height=64, width=64, fps=8, clip="ViT-S-32", tracker="lk",
            description="seeded random toy model with ZeroScope's block types (offline plumbing tests)"),
     # model "" = the weights shipped in model/toy_world/pipeline (model.presets resolves it); the clip is the

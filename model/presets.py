@@ -73,7 +73,8 @@ def load_pipeline(preset: Preset | str, device: str | torch.device | None = None
     previous = diffusers_logging.get_verbosity()
     diffusers_logging.set_verbosity_error()  # TextToVideoSDPipeline's deprecation banner on every load
     try:
-        pipe = TextToVideoSDPipeline.from_pretrained(preset.model, dtype=dtype)
+        # a hub id loads the pinned commit; a local folder (revision None) is what it is
+        pipe = TextToVideoSDPipeline.from_pretrained(preset.model, dtype=dtype, revision=preset.revision)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise ModelNotFoundError(_missing_model_message(preset, exc)) from None
     finally:
@@ -94,7 +95,9 @@ def _missing_model_message(preset: Preset, exc: Exception) -> str:
         f"cannot load the base model of preset {preset.name!r} from {where} {preset.model!r}: "
         f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
         "To provide it: on a machine with hub access run "
-        f"`hf download {PRESETS[preset.name].model or '<repo>'} --local-dir /path/to/model`, copy the folder "
+        f"`hf download {PRESETS[preset.name].model or '<repo>'}"
+        + (f" --revision {PRESETS[preset.name].revision}" if PRESETS[preset.name].revision else "")
+        + " --local-dir /path/to/model`, copy the folder "
         "where this machine (or every cluster worker) can read it, and pass it with --model /path/to/model "
         "(spec: `model: /path/to/model`).",
     ]

@@ -99,17 +99,19 @@ class BuildConfig:
     # UNet + text encoder
     train_clips: int = 8000
     unet_steps: int = 0
-    unet_batch: int = 8
-    unet_lr: float = 3e-4
+    unet_batch: int = 16
+    unet_lr: float = 1e-3
     warmup: int = 200
     ema: float = 0.995
-    drop_motion: float = 0.3
+    drop_motion: float = 0.15
     drop_all: float = 0.12
+    high_t: float = 0.5            # share of a batch whose timesteps come from the noisiest 40 % (layout and motion)
     eval_every: int = 0            # UNet steps between sample-quality checks (0: about 6 checks)
     eval_clips: int = 12
     eval_ddim_steps: int = 20
     eval_guidance: float = 9.0
     snapshot: str = ""             # folder where the EMA pipeline is saved at every sample check ("" = none)
+    reuse: str = ""                # a built world whose VAE and toy CLIP this build keeps ("" = train them)
 
 
 # ---------------------------------------------------------------------------------------- builders
@@ -624,7 +626,8 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     params = [*unet.parameters(), *text_encoder.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     alphas = scheduler.alphas_cumprod
-    budget = cfg.minutes * 60 * (1 - cfg.vae_share - cfg.clip_share) - log.data["phases"]["latents"]["seconds"]
+    shares = 0.0 if cfg.reuse else cfg.vae_share + cfg.clip_share
+    budget = cfg.minutes * 60 * (1 - shares) - log.data["phases"]["latents"]["seconds"]
     steps = _Steps(cfg.unet_steps, budget * 0.9, probe=20)  # ~10 % of the phase goes to the sample checks
     curve, window, step, evals = [], [], 0, []
     eval_every = cfg.eval_every
@@ -635,7 +638,11 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
         idx = torch.from_numpy(rng.integers(len(latents), size=cfg.unet_batch))
         z0 = latents[idx]
         texts = [td.training_caption(specs[i], rng, cfg.drop_motion, cfg.drop_all) for i in idx.tolist()]
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.unet_batch,))
+        # layout and motion are decided at high noise levels: a share of each batch is drawn there
+        n_train = scheduler.config.num_train_timesteps
+        t = torch.randint(0, n_train, (cfg.unet_batch,))
+        high = torch.rand(cfg.unet_batch) < cfg.high_t
+        t[high] = torch.randint(int(0.6 * n_train), n_train, (int(high.sum()),))
         noise = torch.randn_like(z0)
         a = alphas[t].view(-1, 1, 1, 1, 1)
         zt = a.sqrt() * z0 + (1 - a).sqrt() * noise
@@ -716,8 +723,11 @@ def build(cfg: BuildConfig) -> dict:
     log.data["torch_threads"] = torch.get_num_threads()
     work = out.parent / f".{out.name}-work"  # finished phases, so a stopped build resumes where it was
     try:
-        vae = _cached_phase(work, "vae", cfg, log, lambda: train_vae(cfg, log))
-        clip_model = _cached_phase(work, "clip", cfg, log, lambda: train_clip(cfg, log, vae))
+        if cfg.reuse:
+            vae, clip_model = load_built(Path(cfg.reuse), log)
+        else:
+            vae = _cached_phase(work, "vae", cfg, log, lambda: train_vae(cfg, log))
+            clip_model = _cached_phase(work, "clip", cfg, log, lambda: train_clip(cfg, log, vae))
         judge = ToyJudge.from_model(clip_model)
         held = held_out_frames(cfg.seed + 99)
         log.data["phases"]["clip"]["zero_shot"] = zero_shot(judge, *held)
@@ -781,6 +791,23 @@ def _cached_phase(work: Path, phase: str, cfg: BuildConfig, log: BuildLog, train
         meta["scaling_factor"] = model.config.scaling_factor
     meta_path.write_text(json.dumps(meta, default=_jsonable))
     return model
+
+
+def load_built(world: Path, log: BuildLog):
+    """The VAE and toy CLIP of an earlier build (`--reuse`), in fp32, with that build's logs of them."""
+    import torch
+    from diffusers import AutoencoderKL
+    from safetensors.torch import load_file
+
+    vae = AutoencoderKL.from_pretrained(world / "pipeline" / "vae", torch_dtype=torch.float32).eval()
+    clip_model = build_clip()
+    clip_model.load_state_dict({k: v.float() for k, v in
+                                load_file(str(world / "clip" / "open_clip_model.safetensors")).items()})
+    earlier = json.loads((world / "build_log.json").read_text())
+    for phase in ("vae", "clip"):
+        log.data["phases"][phase] = earlier["phases"][phase] | {"reused_from": str(world)}
+    log.say(f"vae, clip: reused from {world}")
+    return vae, clip_model.eval()
 
 
 def held_out_frames(seed: int, n: int = 360) -> tuple[np.ndarray, list[tuple[str, str, str]]]:
@@ -875,7 +902,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae_steps", "clip_steps", "unet_steps", "train_clips", "unet_batch", "seed", "threads",
                  "eval_every", "eval_clips"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    b.add_argument("--unet-lr", type=float, default=defaults.unet_lr)
+    for name in ("unet_lr", "drop_motion", "high_t"):
+        b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
+    b.add_argument("--reuse", default="", help="keep the VAE and toy CLIP of this built world (train the UNet only)")
     b.add_argument("--out", default=defaults.out, help="output folder (default: the shipped model/toy_world)")
     b.add_argument("--snapshot", default="", help="also save the EMA pipeline here at every sample check")
     e = sub.add_parser("eval", help="measure a built toy world")

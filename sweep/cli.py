@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a failed trial, each from its last Tune checkpoint (default: %(default)s)")
+    p.add_argument("--preflight-timeout", type=float, metavar="SECONDS",
+                   help="how long to wait for the first worker that fits a trial, e.g. a GPU node's cold start "
+                        "with image pull and setup (default: sweep.runner.PREFLIGHT_TIMEOUT_S, 30 min)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole seed ablation grid on synthetic videos (no weights, no GPU)",
@@ -193,7 +196,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus,
-                        max_failures=args.max_failures)
+                        max_failures=args.max_failures,
+                        **({"preflight_timeout": args.preflight_timeout} if args.preflight_timeout else {}))
     return _print_run(summary)
 
 

@@ -20,6 +20,9 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -195,6 +198,43 @@ def fingerprint_video(path: str) -> str:
     else:
         raise PlanError(f"video not found: {path} (needed to fingerprint it; or give `sha256:` in the data)")
     return h.hexdigest()
+
+
+def fetch_video(uri: str, fingerprint: str, cache: Path) -> Path:
+    """A local copy of a remote reference video (a file or a folder of frames at `uri`, e.g. s3://…), kept in
+    `cache` under its content hash: fetched once per node, renamed into place whole, and checked against the
+    hash the plan was made with (an object replaced since then is an error, not a silent other video)."""
+    dest = cache / fingerprint / Path(uri.rstrip("/")).name
+    if dest.exists():
+        return dest
+    src = Store(uri)
+    import pyarrow.fs as pafs
+
+    info = src.fs.get_file_info(src.root)
+    if info.type == pafs.FileType.NotFound:
+        raise PlanError(f"video not found: {uri}")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=".fetch-"))
+    try:
+        got = tmp / dest.name
+        if info.type == pafs.FileType.Directory:
+            got.mkdir()
+            for name in src.list_names(""):
+                if Path(name).suffix.lower() in IMAGE_SUFFIXES:
+                    (got / name).write_bytes(src.read_bytes(name))
+        else:
+            got.write_bytes(src.read_bytes(""))
+        if fingerprint_video(str(got)) != fingerprint:
+            raise PlanError(f"video {uri} changed since the sweep was planned (its sha256 is no longer "
+                            f"{fingerprint[:12]}…); plan the sweep again, or restore the video")
+        try:
+            os.replace(got, dest)
+        except OSError:  # another process on this node fetched it first (a folder cannot replace a folder)
+            if not dest.exists():
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return dest
 
 
 def _hash_file(h: "hashlib._Hash", path: Path) -> None:

@@ -73,9 +73,14 @@ def sweep_info(spec: Spec) -> dict:
             "metrics": spec.metrics.model_dump(), "fps": spec.generation.fps}
 
 
-# Non-secret settings a remote (ray://) driver forwards to the workers. Never credentials: Ray logs runtime_envs.
-FORWARDED_ENV = ("HF_HUB_OFFLINE", "HF_HOME", "MOTION_SWEEP_CACHE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-                 "AWS_REGION", "AWS_DEFAULT_REGION")
+#: How long `run` waits for the first worker that fits a trial (a GPU node's cold start — instance, image pull,
+#: setup — can pass 10 minutes); `motion-sweep run --preflight-timeout SECONDS` changes it.
+PREFLIGHT_TIMEOUT_S = 1800.0
+
+
+# Non-secret settings a remote (ray://) driver forwards to the workers. Never credentials (Ray logs
+# runtime_envs) and never local paths (HF_HOME, MOTION_SWEEP_CACHE): the cluster's nodes set their own.
+FORWARDED_ENV = ("HF_HUB_OFFLINE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION", "AWS_DEFAULT_REGION")
 _CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
@@ -130,8 +135,9 @@ def _keep_credentials_out_of_ray() -> None:
 
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
               num_cpus: int | None = None, max_failures: int = 2, verbose: int = 1,
-              callbacks: list | None = None) -> RunSummary:
-    """Run the spec's grid and/or search; `callbacks` are extra Tune callbacks (besides the spec's tracking)."""
+              callbacks: list | None = None, preflight_timeout: float = PREFLIGHT_TIMEOUT_S) -> RunSummary:
+    """Run the spec's grid and/or search; `callbacks` are extra Tune callbacks (besides the spec's tracking);
+    `preflight_timeout`: seconds to wait for the first worker that fits a trial."""
     import ray
 
     from .trainable import ensure_reference, ensure_reference_set, reference_set_part
@@ -185,7 +191,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     tracking = tracking_callbacks(spec)  # before Ray starts: a missing package is the user's to fix
     we_started = init_ray(address, num_cpus=num_cpus)
     try:
-        preflight(spec, plan, store, resources)
+        preflight(spec, plan, store, resources, preflight_timeout)
         if need_set:
             print(f"{spec.name}: FID features of the reference set {spec.reference_set}", file=sys.stderr)
             task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"])(ensure_reference_set)
@@ -240,7 +246,18 @@ def _check_worker_side(video_paths: list[str], store: Store, probe: str) -> dict
     """Runs on a worker: which videos are missing there, and can it read what the driver wrote?"""
     import socket
 
-    missing = [p for p in video_paths if not os.path.exists(p)]
+    def visible(path: str) -> bool:  # a remote video is fetched by the trial: the worker must reach it
+        if "://" not in path:
+            return os.path.exists(path)
+        try:
+            src = Store(path)
+            return src.fs.get_file_info(src.root).type != pafs.FileType.NotFound
+        except Exception:  # noqa: BLE001 - no access is reported as missing
+            return False
+
+    import pyarrow.fs as pafs
+
+    missing = [p for p in video_paths if not visible(p)]
     try:
         storage_ok, storage_error = store.read_bytes(probe) == b"ok", ""
     except Exception as exc:  # noqa: BLE001 - reported to the user below
@@ -249,20 +266,35 @@ def _check_worker_side(video_paths: list[str], store: Store, probe: str) -> dict
             "storage_error": storage_error}
 
 
-def preflight(spec: Spec, plan: Plan, store: Store, resources: dict, timeout_s: float = 600) -> None:
-    """Before any trial: the workers must see the videos and the storage (on one machine this is instant)."""
+def preflight(spec: Spec, plan: Plan, store: Store, resources: dict, timeout_s: float = PREFLIGHT_TIMEOUT_S,
+              report_every_s: float = 60.0) -> None:
+    """Before any trial: a worker that fits a trial must start, and see the videos and the storage (on one
+    machine this is instant). While it waits it says so, every `report_every_s`."""
     import ray
 
     probe = f"{spec.name}/.preflight"
     store.write_bytes_atomic(probe, b"ok")
     task = ray.remote(num_cpus=min(resources["cpu"], 1), num_gpus=resources["gpu"])(_check_worker_side)
     videos = sorted({d.video_path for d in plan.ddim_inversions})
-    try:
-        seen = ray.get(task.remote(videos, store, probe), timeout=timeout_s)
-    except ray.exceptions.GetTimeoutError:
-        raise WorkerVisibilityError(
-            f"no worker with {resources} started within {timeout_s:.0f} s; check the cluster's worker types and "
-            "`resources:` in the spec (`ray status` shows what the cluster has)") from None
+    want = f"{resources['gpu']:g} GPU + {min(resources['cpu'], 1):g} CPU"
+    ref, t0 = task.remote(videos, store, probe), time.monotonic()
+    while True:
+        left = timeout_s - (time.monotonic() - t0)
+        done, _ = ray.wait([ref], timeout=max(0.0, min(report_every_s, left)))
+        if done:
+            seen = ray.get(ref)
+            break
+        waited = time.monotonic() - t0
+        if waited >= timeout_s:
+            ray.cancel(ref, force=True)
+            raise WorkerVisibilityError(
+                f"no worker with {want} free started within {timeout_s:.0f} s. Check the cluster's worker types "
+                "against `resources:` in the spec (`ray status` shows the nodes and the pending demand, "
+                "`ray exec cluster.yaml 'tail -n 100 /tmp/ray/session_latest/logs/monitor.*'` the autoscaler's "
+                "launches), or wait longer: `motion-sweep run SPEC --preflight-timeout SECONDS`.")
+        print(f"{spec.name}: waiting for a worker with {want} free to check the videos and the storage "
+              f"({waited:.0f} s of {timeout_s:.0f} s; a GPU node's cold start with image pull and setup can "
+              "take over 10 minutes; `ray status` shows pending demand)", file=sys.stderr, flush=True)
     if seen["missing"]:
         raise WorkerVisibilityError(
             f"{len(seen['missing'])} video(s) exist here but not on worker {seen['node']}: "

@@ -28,7 +28,7 @@ import videoio
 
 from vocabulary import OFF, SAMPLE_METRICS
 
-from .plan import DDIMInversion, Generation, Trial, content_key
+from .plan import DDIMInversion, Generation, Trial, content_key, fetch_video
 from .store import Store
 from .tables import cached_sample_row, code_version, sample_row, write_part
 
@@ -83,12 +83,21 @@ def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str 
             return Reference.load(store.download(rel, local))
         pipe = get_pipeline(preset, model)
         c = ddim.config
-        ref = prepare_reference(pipe, ddim.video_path, c["frames"], c["height"], c["width"], c["start"],
+        ref = prepare_reference(pipe, local_video(ddim), c["frames"], c["height"], c["width"], c["start"],
                                 c["stride"], c["ddim_steps"])
         ref.metadata.update(video=ddim.video, fingerprint=ddim.fingerprint, base_model=ddim.base_model)
         ref.save(local)
         store.upload(local, rel)
         return ref
+
+
+def local_video(ddim: DDIMInversion) -> str:
+    """The reference video as a local path: itself, or a remote one (s3://…) fetched into this node's cache."""
+    if "://" not in ddim.video_path:
+        return ddim.video_path
+    from model.presets import cache_dir
+
+    return str(fetch_video(ddim.video_path, ddim.fingerprint, cache_dir() / "videos"))
 
 
 # --------------------------------------------------------------------------------------------------

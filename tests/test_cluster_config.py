@@ -95,7 +95,7 @@ def test_images_match_the_project_pins(prepared, pins):
 
 
 def test_setup_installs_this_project_never_a_nightly_ray(prepared, raw, pins):
-    assert raw["file_mounts"] == {MOUNT: "./build/motion-sweep"}
+    assert raw["file_mounts"][MOUNT] == "./build/motion-sweep"
     for key in ("head_setup_commands", "worker_setup_commands"):  # after Ray merged setup_commands in
         cmds = _commands(prepared, key)
         assert re.search(rf"pip install [^\n]*{re.escape(MOUNT)}(\s|$)", cmds), key
@@ -125,7 +125,8 @@ def test_model_cache_reaches_every_node(prepared, raw):
     assert "MOTION_SWEEP_WEIGHTS" in env
     assert "-v /mnt/cache:/mnt/cache" in run_options
     assert "/mnt/cache" in _commands(prepared, "initialization_commands")
-    assert "MOTION_SWEEP_WEIGHTS" in _commands(raw, "setup_commands")
+    assert "MOTION_SWEEP_WEIGHTS" in _commands(raw, "worker_setup_commands")  # the head loads no model
+    assert "MOTION_SWEEP_WEIGHTS" not in _commands(raw, "setup_commands", "head_setup_commands")
 
 
 def test_no_credentials_or_private_addresses_in_the_file():
@@ -134,3 +135,107 @@ def test_no_credentials_or_private_addresses_in_the_file():
     for match in re.findall(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", text):
         addr = ipaddress.ip_address(match)
         assert addr.is_loopback or not addr.is_private, match
+
+
+def _docker_env(config: dict) -> dict:
+    return dict(o[3:].split("=", 1) for o in config["docker"]["run_options"] if o.startswith("-e "))
+
+
+def test_token_auth_on_every_node_with_the_users_token(prepared, raw):
+    """RAY_AUTH_MODE=token in every container (head and workers share run_options); the token itself comes
+    from the user's ~/.ray/auth_token (outside the repository) through file_mounts, which the head forwards
+    to the workers it starts; a node without it stops at setup with the command that makes one."""
+    assert _docker_env(prepared)["RAY_AUTH_MODE"] == "token"
+    for key in ("head_run_options", "worker_run_options"):
+        assert "RAY_AUTH_MODE" not in " ".join(prepared["docker"].get(key, [])), "one setting for all nodes"
+    assert raw["file_mounts"]["~/.ray/auth_token"] == "~/.ray/auth_token"
+    assert not (ROOT / ".ray").exists() and "auth_token" not in (ROOT / ".gitignore").read_text()
+    setup = _commands(raw, "setup_commands")
+    assert "test -s ~/.ray/auth_token" in setup and "ray get-auth-token --generate" in setup
+    text = CLUSTER_YAML.read_text()
+    assert not re.search(r"RAY_AUTH_TOKEN\s*[=:]", text), "the token is never written into the config"
+
+
+def test_ssh_only_from_the_users_group_never_the_internet(prepared):
+    """cluster.yaml names the security group README makes (SSH from one address); Ray's AWS provider adds its
+    default rules (SSH from 0.0.0.0/0) only to a group without rules, checked here with Ray's own function."""
+    from ray.autoscaler._private.aws import config as aws_config
+
+    sg = prepared["provider"]["security_group"]
+    assert sg["GroupName"] == "motion-sweep-nodes" and not sg.get("IpPermissions")
+
+    class Group:
+        def __init__(self, rules):
+            self.id, self.ip_permissions, self.added = "sg-1", rules, []
+
+        def authorize_ingress(self, IpPermissions):
+            self.added += IpPermissions
+
+    users = Group([{"FromPort": 22, "ToPort": 22, "IpProtocol": "tcp", "IpRanges": [{"CidrIp": "203.0.113.7/32"}]}])
+    aws_config._upsert_security_group_rules(prepared, {"head": users})
+    assert users.added == []  # README's group is used as made
+    fresh = Group([])  # what Ray would do with a group of its own making
+    aws_config._upsert_security_group_rules(prepared, {"head": fresh})
+    assert {"CidrIp": "0.0.0.0/0"} in [r for p in fresh.added for r in p.get("IpRanges", [])]
+    readme = (ROOT / "README.md").read_text()
+    assert "--group-name motion-sweep-nodes" in readme and "checkip.amazonaws.com)/32" in readme
+
+
+def test_head_role_is_ours_and_its_policy_is_written_out(prepared):
+    head = prepared["available_node_types"][prepared["head_node_type"]]["node_config"]
+    assert head["IamInstanceProfile"] == {"Name": "motion-sweep-head"}  # not Ray's EC2/S3-full-access default
+    readme = (ROOT / "README.md").read_text()
+    policy = re.search(r"cat > head-policy.json <<EOF\n(.*?)\nEOF", readme, re.S)
+    assert policy, "README writes the head's policy out"
+    text = policy.group(1)
+    assert '"ec2:TerminateInstances"' in text and '"ec2:ResourceTag/ray-cluster-name": "motion-sweep"' in text
+    assert "role/motion-sweep-worker" in text and "iam:PassRole" in text
+    assert "FullAccess" not in text and '"Action": "*"' not in text and '"s3:*"' not in text
+
+
+def test_job_upload_leaves_out_git_results_caches_and_environments(tmp_path):
+    """What `ray job submit --working-dir .` uploads, computed by Ray's own packaging code: .rayignore and
+    .gitignore drop .git, results, caches and virtual environments; the shipped toy weights stay in."""
+    import shutil
+
+    from ray._private.runtime_env import packaging
+
+    work = tmp_path / "repo"
+    shutil.copytree(ROOT, work, ignore=shutil.ignore_patterns("*.pyc", ".git"), symlinks=True, dirs_exist_ok=True)
+    for junk in (".git/objects/ab/cdef", ".venv/lib/site.py", "results/s/samples/part.parquet",
+                 "demo-results/x.parquet", "build/motion-sweep/setup.py", ".cache/x", "venv/bin/python",
+                 "tb/events.out.tfevents.1", "report/index.html"):
+        (work / junk).parent.mkdir(parents=True, exist_ok=True)
+        (work / junk).write_text("x")
+    zipped = tmp_path / "pkg.zip"
+    packaging.create_package(str(work), zipped, include_gitignore=True, include_parent_dir=False, excludes=[])
+    import zipfile
+
+    names = zipfile.ZipFile(zipped).namelist()
+    tops = {n.split("/", 1)[0] for n in names}
+    assert {".git", ".venv", "venv", "results", "demo-results", "build", ".cache", "tb", "report"} & tops == set()
+    assert "cluster.yaml" in names and "sweep/runner.py" in names
+    size = zipped.stat().st_size
+    assert size < packaging.GCS_STORAGE_MAX_SIZE // 4, f"{size / 2**20:.1f} MiB; Ray's cap is 512 MiB"
+
+
+def test_a_ray_client_driver_forwards_no_local_paths_and_no_credentials(monkeypatch):
+    """`--address ray://…` runs the driver here and the trials there: the cluster's nodes set their own caches
+    (HF_HOME, MOTION_SWEEP_CACHE under /mnt/cache); a path of this machine, or a key, must not travel."""
+    import ray
+
+    from sweep import runner
+
+    seen = {}
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", lambda **kw: seen.update(kw))
+    monkeypatch.delenv("RAY_JOB_CONFIG_JSON_ENV_VAR", raising=False)
+    local = {"HF_HOME": "/home/me/.cache/huggingface", "MOTION_SWEEP_CACHE": "/home/me/.cache/motion-sweep",
+             "TORCH_HOME": "/home/me/.cache/torch", "AWS_SECRET_ACCESS_KEY": "secret", "AWS_ACCESS_KEY_ID": "AKIA",
+             "HF_HUB_OFFLINE": "1", "AWS_ENDPOINT_URL": "https://s3.example.org", "AWS_REGION": "us-west-2"}
+    for key, value in local.items():
+        monkeypatch.setenv(key, value)
+    runner.init_ray("ray://head.example.org:10001")
+    assert seen["address"] == "ray://head.example.org:10001"
+    assert seen["runtime_env"]["env_vars"] == {"HF_HUB_OFFLINE": "1", "AWS_ENDPOINT_URL": "https://s3.example.org",
+                                               "AWS_REGION": "us-west-2"}

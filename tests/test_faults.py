@@ -257,6 +257,24 @@ def test_workers_that_cannot_see_the_videos_fail_before_any_trial(tmp_path, loca
     assert not (Path(spec.storage) / "invisible" / "tune").exists()  # no trial started
 
 
+def test_preflight_says_what_it_waits_for_and_gives_up_after_its_timeout(tmp_path, local_ray, capsys):
+    """A trial needs a GPU that never comes (a CPU-only Ray): run reports the wait, then names the option."""
+    from sweep.plan import make_plan
+    from sweep.runner import WorkerVisibilityError, preflight
+    from sweep.spec import Spec
+    from sweep.store import Store
+
+    local_ray()
+    spec = Spec.model_validate(small_spec(tmp_path, "no-gpu", gpu=1))
+    t0 = time.monotonic()
+    with pytest.raises(WorkerVisibilityError, match=r"(?s)no worker with 1 GPU.*within 2 s.*--preflight-timeout"):
+        preflight(spec, make_plan(spec), Store(spec.storage), {"cpu": 1, "gpu": 1}, timeout_s=2.0,
+                  report_every_s=0.5)
+    assert time.monotonic() - t0 < 30
+    waiting = [line for line in capsys.readouterr().err.splitlines() if "waiting for a worker with 1 GPU" in line]
+    assert len(waiting) >= 2 and "of 2 s" in waiting[-1] and "ray status" in waiting[-1]
+
+
 def test_unwritable_storage_fails_before_ray(tmp_path):
     from sweep.runner import StorageError, run_sweep
     from sweep.spec import Spec

@@ -9,6 +9,7 @@ Ray's logs.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -212,11 +213,16 @@ def s3_sweep(ray_on_s3, tmp_path_factory):
     from sweep.runner import run_sweep
     from sweep.spec import Spec
 
+    import pyarrow.fs as pafs
+
     folder = tmp_path_factory.mktemp("s3-sweep")
     video = videoio.write_video(folder / "square.mp4", videoio.moving_shape_video(10, 64, 64))
+    # the reference video itself lives in the bucket: the trial fetches it on the worker
+    video_uri = f"s3://{BUCKET}/videos-{uuid.uuid4().hex[:8]}/square.mp4"
+    pafs.copy_files(str(video), video_uri)
     spec = Spec.model_validate({
         "name": "on-s3", "preset": "tiny", "storage": f"s3://{BUCKET}/sweeps-{uuid.uuid4().hex[:8]}",
-        "data": [{"video": str(video), "source_prompt": "a red square slides", "prompts": ["a ball rolls"]}],
+        "data": [{"video": video_uri, "source_prompt": "a red square slides", "prompts": ["a ball rolls"]}],
         "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
         "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
     })
@@ -241,6 +247,10 @@ def test_sweep_on_s3_writes_tables_store_and_tune_there(s3_sweep, tmp_path):
     assert video_uri.startswith(f"{storage}/store/videos/")
     assert Store(storage).exists(video_uri[len(storage) + 1:])
     assert load(storage, table="inversions").num_rows == 1
+    refs = load(storage, table="references")  # the s3:// video, read on the worker, content-addressed
+    assert refs.column("source_video").to_pylist()[0].startswith(f"s3://{BUCKET}/videos-")
+    video_bytes = _objects(spec.data[0].video.rsplit("/", 1)[0])["square.mp4"]
+    assert refs.column("content_hash").to_pylist() == [hashlib.sha256(video_bytes).hexdigest()]
     assert load(storage, table="points").num_rows == 1
     summary_table = report(summary.storage, tmp_path / "report", echo=False)
     assert summary_table.num_rows == 1 and (tmp_path / "report" / "summary.md").is_file()
@@ -290,3 +300,27 @@ def test_rerunning_on_s3_runs_nothing(s3_sweep):
     again = run_sweep(spec, verbose=0)
     assert again.ran == 0 and again.skipped == 1 and again.failed == {}
     assert load(first.storage).num_rows == 1
+
+
+def test_remote_video_is_fetched_once_and_checked_against_its_hash(prefix, tmp_path):
+    """fetch_video: a node's copy is named by content; an object replaced after planning is refused."""
+    import pyarrow.fs as pafs
+
+    from sweep.plan import PlanError, fetch_video, fingerprint_video
+
+    uri = f"{prefix}/clip.mp4"
+    fs, path = pafs.FileSystem.from_uri(uri)
+    with fs.open_output_stream(path) as f:
+        f.write(b"first version")
+    digest = fingerprint_video(uri)
+    assert digest == hashlib.sha256(b"first version").hexdigest()
+    got = fetch_video(uri, digest, tmp_path / "cache")
+    assert got.read_bytes() == b"first version" and got.name == "clip.mp4" and digest in str(got)
+    with fs.open_output_stream(path) as f:
+        f.write(b"second version")
+    assert fetch_video(uri, digest, tmp_path / "cache") == got  # cached by content: no second request needed
+    with pytest.raises(PlanError, match="changed since the sweep was planned"):
+        fetch_video(uri, digest, tmp_path / "other-cache")
+    assert not [p for p in (tmp_path / "other-cache").rglob("*") if p.is_file()]  # nothing half-fetched left
+    with pytest.raises(PlanError, match="video not found"):
+        fetch_video(f"{prefix}/missing.mp4", digest, tmp_path / "cache")
