@@ -89,6 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-cpus", type=int, help="CPUs for a local Ray (default: all)")
     p.add_argument("--max-failures", type=int, default=2,
                    help="retries of a failed trial, each from its last Tune checkpoint (default: %(default)s)")
+    p.add_argument("--retry-errors", action="store_true",
+                   help="run again the trials whose rows are errors (e.g. a transient CUDA out-of-memory), "
+                        "replacing those rows; the exit status is 1 while any error row remains")
     p.add_argument("--preflight-timeout", type=float, metavar="SECONDS",
                    help="how long to wait for the first worker that fits a trial, e.g. a GPU node's cold start "
                         "with image pull and setup (default: sweep.runner.PREFLIGHT_TIMEOUT_S, 30 min)")
@@ -134,6 +137,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--describe", action="store_true", help="describe every column")
     p.add_argument("--json", action="store_true", help="print the descriptions as JSON")
     p.set_defaults(func=cmd_tables)
+
+    p = sub.add_parser("compact", help="merge a sweep's finished part files into one file per table",
+                       description="Merge each table's finished part files (and earlier compacted files) into one "
+                                   "compacted file, so loading reads a few files instead of thousands. Readers "
+                                   "see the same rows before, during and after (a compaction killed midway "
+                                   "included); a part rewritten later replaces its rows. Safe beside a running "
+                                   "sweep: parts changed in the last --min-age seconds wait for the next time.")
+    p.add_argument("path", help="a sweep folder or a storage root (local or s3://…)")
+    p.add_argument("--table", action="append", choices=("samples", "inversions", "references"),
+                   help="only this table (repeatable; default: all three)")
+    p.add_argument("--min-age", type=float, default=60.0, metavar="SECONDS",
+                   help="leave parts younger than this (default: %(default)g)")
+    p.set_defaults(func=cmd_compact)
     return parser
 
 
@@ -180,6 +196,13 @@ def _print_run(summary) -> int:
         print(format_search(summary.search) + (" (restored)" if summary.search_restored else ""), file=sys.stderr)
     for trial_id, error in summary.failed.items():
         print(f"  FAILED {trial_id}: {error}", file=sys.stderr)
+    if summary.retried:
+        print(f"{summary.sweep}: {summary.retried} trial(s) with error rows run again (--retry-errors)", file=sys.stderr)
+    if summary.error_rows:
+        shown = ", ".join(summary.error_trials[:5]) + (" …" if len(summary.error_trials) > 5 else "")
+        print(f"{summary.sweep}: {summary.error_rows} error row(s) in {len(summary.error_trials)} trial(s) ({shown}) "
+              f"in {summary.storage}/samples; their messages: load({summary.storage!r}).filter(status == 'error'), "
+              "or `motion-sweep report`. Run again with --retry-errors to retry them.", file=sys.stderr)
     print(f"tables: {summary.storage}  (from sweep import load; load({summary.storage!r}))")
     for what, path in (("grid", summary.experiment_path), ("search", summary.search_experiment_path)):
         if path:  # Tune's own results: the ResultGrid, TensorBoard (HParams), progress files
@@ -187,7 +210,7 @@ def _print_run(summary) -> int:
                   f"tensorboard --logdir {path})")
     if summary.search:
         print(f"search summary: {summary.storage}/search.json  (load({summary.storage!r}, table='search'))")
-    return 1 if summary.failed else 0
+    return 1 if summary.failed or summary.error_rows else 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -196,7 +219,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus,
-                        max_failures=args.max_failures,
+                        max_failures=args.max_failures, retry_errors=args.retry_errors,
                         **({"preflight_timeout": args.preflight_timeout} if args.preflight_timeout else {}))
     return _print_run(summary)
 
@@ -250,6 +273,18 @@ def cmd_tables(args: argparse.Namespace) -> int:
             width = max(len(c) for c in columns)
             for column, doc in columns.items():
                 print(f"  {column:<{width}}  {doc}")
+    return 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from .tables import compact
+
+    done = compact(args.path, tuple(args.table or ("samples", "inversions", "references")), min_age_s=args.min_age)
+    for sweep, tables in done.items():
+        print(f"{sweep}: " + ", ".join(f"{t} {n} file{'s' if n != 1 else ''}" for t, n in tables.items())
+              + " compacted")
+    if not done:
+        print("nothing to compact")
     return 0
 
 

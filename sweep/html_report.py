@@ -12,6 +12,9 @@ What the page shows, top to bottom:
 * Summary: the paper-style table (`report.paper_cells`: means, best in bold, Holm-adjusted paired marks), the
   per-variant means with their CIs and the paired differences against the baseline, exactly as
   `sweep.report` computed them (this module formats, it computes no statistic), the sizes of the sweep;
+* Search, per sweep that ran one (`<sweep>/search.json` and `search.parquet`, written by
+  `sweep.search.summarize`): the objective, algorithm and rungs, the objective of every sample against the
+  inversion step, the samples best first (failed ones with their error), and the compute early stopping saved;
 * How the numbers were made: backbones, tracker, presets, code versions (the samples columns), the sweep's
   spec (plan.json), and compute: device-hours spent (measured timings of the rows) and an *estimate* of what
   planning saved (plan.json's naive/planned step counts × the measured time per step);
@@ -52,6 +55,7 @@ from vocabulary import APPLIED, METRICS, SAMPLE_METRICS, applied
 
 from .report import (CI_METHOD, MIN_VIDEOS, STEP, TEST, _column, _num, best_rows, paper_cells,
                      random_weights_warning)
+from .search import objective_formula
 from .store import Store
 from .tables import describe_tables, load, _sweep_stores
 
@@ -90,6 +94,7 @@ def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table:
     (build / "plots").mkdir(parents=True)
     try:
         plots = make_plots(summary, inversions, present, build / "plots")
+        searches = [{**s, "plot": search_plot(s, build / "plots")} for s in search_sections(path, sweeps)]
         gallery, previews_used = gallery_index(table, path, out / "previews", present, preview_height)
         data = json.dumps(gallery, ensure_ascii=False, separators=(",", ":"))
         (build / "gallery.js").write_text(f"window.REPORT_GALLERY = {data};\n", encoding="utf-8")
@@ -99,7 +104,7 @@ def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table:
         page = render_page(
             build=build_name, plots=plots, page_size=page_size or PAGE_SIZE, table=table, summary=summary,
             comparisons=comparisons, notes=notes, baseline_line=baseline_line, metrics=present, plans=plans,
-            inversions=inversions, study=study_sections(sweeps),
+            inversions=inversions, study=study_sections(sweeps), searches=searches,
             generated_at=generated_at or dt.datetime.now(dt.timezone.utc))
         os.replace(build, out / build_name)  # a new name: no page refers to it yet
     finally:
@@ -249,7 +254,118 @@ def study_sections(sweeps: list[tuple[str, Store]]) -> list[dict]:
 
 
 # --------------------------------------------------------------------------------------------------
+# The search (`sweep.search.summarize`'s search.json and search.parquet), formatted for the page.
+
+def _setting_text(v: Any) -> str:
+    """A sampled setting's value: floats to 4 significant digits (a learning rate, not 17 digits of it)."""
+    if v is None:
+        return "–"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _percent(x: Optional[float]) -> str:
+    if x is None or not math.isfinite(x):
+        return "–"
+    return f"{x:.1%}" if 0 < abs(x) < 0.01 else f"{x:.0%}"  # "0%" would hide a small but real share
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "–"
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 \
+        else f"{seconds / 3600:.2f} h"
+
+
+def _finite(v: Optional[float]) -> bool:
+    return v is not None and math.isfinite(v)
+
+
+def search_sections(path: str | os.PathLike, sweeps: list[tuple[str, Store]]) -> list[dict]:
+    """Per sweep with a search.json: the search's summary and its samples (search.parquet, via `load`), best
+    first, ready for the template and `search_plot`. Failed samples are kept, with their error."""
+    out = []
+    for name, store in sweeps:
+        summary = store.read_json("search.json")
+        if not summary:
+            continue
+        objective = summary.get("objective") or {"metric": "?", "mode": "max"}
+        sign = 1.0 if objective.get("mode", "max") == "max" else -1.0
+        recs = load(path, "search", sweeps=[name]).to_pylist()
+        configs = [json.loads(r["config"]) if r.get("config") else {} for r in recs]
+        settings = list(dict.fromkeys([*(summary.get("space") or {}), *(k for c in configs for k in c)]))
+        samples = []
+        for r, config in zip(recs, configs):
+            best_objective = r.get("best_objective")
+            samples.append({
+                "search": r.get("search"), "settings": [_setting_text(config.get(k)) for k in settings],
+                "status": r.get("status") or "ok", "error": r.get("error"),
+                "steps_run": r.get("steps_run") or 0, "steps_max": r.get("steps_max") or 0,
+                "stopped_early": bool(r.get("stopped_early")), "is_best": bool(r.get("is_best")),
+                "rungs": list(r.get("rungs") or []), "objectives": list(r.get("objectives") or []),
+                "best_step": r.get("best_step"), "best_objective": best_objective,
+                "objective_text": _num(best_objective),
+                "trace": " · ".join(f"{step}: {_num(v)}" for step, v in zip(r.get("rungs") or [],
+                                                                             r.get("objectives") or [])),
+                "seconds": _duration(r.get("seconds"))})
+        # best first, then by objective in the mode's direction; samples without one (failed early) last
+        samples.sort(key=lambda x: (not x["is_best"], not _finite(x["best_objective"]),
+                                    -sign * x["best_objective"] if _finite(x["best_objective"]) else 0.0,
+                                    str(x["search"])))
+        best = summary.get("best")
+        if best:
+            best = {**best, "config_text": ", ".join(f"{k}={_setting_text(v)}"
+                                                     for k, v in (best.get("config") or {}).items()),
+                    "objective_text": _num(best.get("objective"))}
+        out.append({"sweep": name, "experiment": summary.get("experiment"), "objective": objective,
+                    "formula": objective_formula(objective), "algorithm": summary.get("algorithm") or "–",
+                    "scheduler": _scheduler_text(summary.get("scheduler")),
+                    "rungs": list(((summary.get("scheduler") or {}).get("asha") or {}).get("rungs") or []),
+                    "requested": summary.get("samples"), "trials": summary.get("trials", len(samples)),
+                    "stopped_early": summary.get("stopped_early", sum(x["stopped_early"] for x in samples)),
+                    "errors": summary.get("errors", sum(x["status"] == "error" for x in samples)),
+                    "best": best, "settings": settings, "samples": samples,
+                    "compute": _search_compute(summary.get("compute") or {})})
+    return out
+
+
+def _scheduler_text(scheduler: Optional[dict]) -> str:
+    asha = (scheduler or {}).get("asha")
+    if not asha:
+        return "none: every sample runs to its end"
+    rungs = ", ".join(f"{r:,}" for r in asha.get("rungs") or [])
+    factor = asha.get("reduction_factor")
+    return f"ASHA, rungs at inversion steps {rungs}" + (f" (reduction factor {factor:g})" if factor else "")
+
+
+def _search_compute(c: dict) -> dict:
+    """search.json's compute, and what early stopping saved: the inversion steps not run."""
+    run, end = c.get("inversion_steps_run"), c.get("inversion_steps_to_end")
+    if run is None or not end:
+        return {"known": False, "seconds": _duration(c.get("seconds"))}
+    fraction = c.get("fraction_run")
+    fraction = run / end if fraction is None else fraction
+    return {"known": True, "run": f"{run:,}", "to_end": f"{end:,}", "fraction": _percent(fraction),
+            "saved": f"{end - run:,}", "saved_fraction": _percent((end - run) / end),
+            "seconds": _duration(c.get("seconds"))}
+
+
+# --------------------------------------------------------------------------------------------------
 # Plots: matplotlib on an Agg canvas (no pyplot, no global backend switch), saved as small SVGs.
+
+PLOT_STYLE = {"svg.fonttype": "none", "svg.hashsalt": "motion-sweep", "font.size": 8, "axes.titlesize": 9,
+              "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
+              "legend.fontsize": 7, "legend.frameon": False, "axes.formatter.useoffset": False}
+
+
+def _save_svg(fig, file: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    fig.savefig(file, format="svg", bbox_inches="tight", metadata={"Date": None})  # no date: same plot, same bytes
 
 def _row_labels(recs: list[dict]) -> list[str]:
     several_steps = len({r.get(STEP) for r in recs}) > 1
@@ -261,12 +377,8 @@ def _row_labels(recs: list[dict]) -> list[str]:
 def make_plots(summary: pa.Table, inversions: pa.Table, metrics: Sequence[str], folder: Path) -> list[dict]:
     """Write the plots into `folder`; returns [{file, title, caption}] (file relative to the build folder)."""
     import matplotlib
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    style = {"svg.fonttype": "none", "svg.hashsalt": "motion-sweep", "font.size": 8, "axes.titlesize": 9,
-             "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3,
-             "legend.fontsize": 7, "legend.frameon": False, "axes.formatter.useoffset": False}
     recs = summary.to_pylist()
     labels = _row_labels(recs)
     variants = list(dict.fromkeys((r.get("sweep"), r["variant"]) for r in recs))
@@ -277,14 +389,13 @@ def make_plots(summary: pa.Table, inversions: pa.Table, metrics: Sequence[str], 
     plots: list[dict] = []
 
     def save(fig, name: str, title: str, caption: str) -> None:
-        FigureCanvasAgg(fig)
-        fig.savefig(folder / name, format="svg", bbox_inches="tight", metadata={"Date": None})
+        _save_svg(fig, folder / name)
         plots.append({"file": f"plots/{name}", "title": title, "caption": caption})
 
     def ci(r: dict, m: str) -> tuple[Optional[float], Optional[float], Optional[float]]:
         return r.get(f"{m}_mean"), r.get(f"{m}_low"), r.get(f"{m}_high")
 
-    with matplotlib.rc_context(style):
+    with matplotlib.rc_context(PLOT_STYLE):
         for m in metrics:  # each metric per variant, 95% CI
             info = METRICS.get(m)
             name = info.display if info else m
@@ -395,6 +506,60 @@ def make_plots(summary: pa.Table, inversions: pa.Table, metrics: Sequence[str], 
                  "Each variant at each checkpoint step (numbers: the step; lines join a variant's steps), with 95% "
                  "CIs where there are. Up and to the left is better: the motion without the reference's look.")
     return plots
+
+
+def search_plot(search: dict, folder: Path) -> Optional[dict]:
+    """The objective of each search sample against the inversion step (a `search_sections` entry), saved as
+    `folder/search-<sweep>.svg`; {file, title, caption}, or None when no sample has a finite objective yet.
+    Samples ran to their end are solid, stopped early grey and dashed, failed red and dotted; the best one is
+    drawn last, thick, with a star at its best step."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    kinds = {  # label, colour, line style, marker, width, z-order
+        "ran": ("ran to its end", "#1f77b4", "-", "o", 1.0, 2),
+        "stopped": ("stopped early", "0.6", "--", "o", 0.9, 1),
+        "failed": ("failed", "#a32020", ":", "x", 0.9, 2),
+        "best": ("best", "#ff7f0e", "-", "o", 2.2, 4)}
+    with matplotlib.rc_context(PLOT_STYLE):
+        fig = Figure(figsize=(6.4, 3.6))
+        ax = fig.add_subplot()
+        for r in search["rungs"]:  # where the scheduler compares samples
+            ax.axvline(r, color="0.85", lw=0.8, zorder=0)
+        labelled, steps, drawn = set(), set(search["rungs"]), 0
+        for x in reversed(search["samples"]):  # the list is best first: draw the best last, on top
+            points = [(s, v) for s, v in zip(x["rungs"], x["objectives"]) if _finite(v)]
+            if not points:
+                continue
+            kind = "best" if x["is_best"] else "failed" if x["status"] == "error" else \
+                "stopped" if x["stopped_early"] else "ran"
+            label, colour, ls, marker, lw, z = kinds[kind]
+            xs, ys = zip(*points)
+            if kind == "best":
+                label = f"best ({x['search']})"
+            ax.plot(xs, ys, ls=ls, marker=marker, color=colour, lw=lw, ms=3.5 if kind != "best" else 5, zorder=z,
+                    label=None if kind in labelled else label)
+            labelled.add(kind)
+            steps.update(xs)
+            drawn += 1
+            if kind == "best" and _finite(x["best_objective"]) and x["best_step"] is not None:
+                ax.scatter([x["best_step"]], [x["best_objective"]], marker="*", s=160, color=colour,
+                           edgecolors="black", linewidths=0.6, zorder=5)
+                ax.annotate(f"best: step {x['best_step']}", (x["best_step"], x["best_objective"]), xytext=(6, 6),
+                            textcoords="offset points", fontsize=7)
+        if not drawn:
+            return None
+        ax.set_xticks(sorted(steps))
+        ax.set_xlabel("inversion step")
+        ax.set_ylabel(f"objective ({search['objective'].get('mode', 'max')})")
+        ax.set_title(f"{search['sweep']}: {search['formula']}")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+        name = f"search-{search['sweep']}.svg"
+        _save_svg(fig, folder / name)
+    return {"file": f"plots/{name}", "title": f"Objective against the inversion step ({search['sweep']})",
+            "caption": "Each search sample's objective at the steps it was scored (its rungs and last step; grey "
+                       "vertical lines: the scheduler's rungs). Grey dashed: stopped early by the scheduler; red "
+                       "dotted: failed; thick: the best sample, its star at its best step."}
 
 
 def _err(r: dict, m: str) -> Optional[list[list[float]]]:
@@ -747,7 +912,8 @@ def _comparison_rows(comparisons: pa.Table) -> list[dict]:
 
 def render_page(*, build: str, plots: list[dict], page_size: int, table: pa.Table, summary: pa.Table,
                 comparisons: pa.Table, notes: Sequence[str], baseline_line: str, metrics: Sequence[str],
-                plans: dict, inversions: pa.Table, study: list[dict], generated_at: dt.datetime) -> str:
+                plans: dict, inversions: pa.Table, study: list[dict], generated_at: dt.datetime,
+                searches: Sequence[dict] = ()) -> str:
     import jinja2
 
     header, labels, values, legend = paper_cells(summary, comparisons)
@@ -767,7 +933,8 @@ def render_page(*, build: str, plots: list[dict], page_size: int, table: pa.Tabl
         summary_header=summary_header, summary_rows=summary_rows, confidence=confidence, ci_method=CI_METHOD,
         comparisons=_comparison_rows(comparisons), several_baselines=len(set(_column(comparisons, "baseline"))) > 1,
         test=TEST, notes=notes, provenance=provenance(table), specs=spec_text(plans), plan_counts=plan_counts(plans),
-        compute=compute(table, inversions, plans), plots=plots, study=study, errors=errors, n_errors=n_errors,
+        compute=compute(table, inversions, plans), plots=plots, study=study, searches=searches, errors=errors,
+        n_errors=n_errors,
         page_size=page_size, n_samples=table.num_rows, generated_at=generated_at.strftime("%Y-%m-%d %H:%M UTC"),
         code_versions=sorted({v for v in _column(table, "code_version") if v}))
 
@@ -812,7 +979,8 @@ TEMPLATE = """<!doctype html>
 <header class="top">
   <h1>Sweep report: {{ title }}</h1>
   <nav>
-    <a href="#summary">Summary</a> <a href="#provenance">How the numbers were made</a> <a href="#plots">Plots</a>
+    <a href="#summary">Summary</a> {% if searches %}<a href="#search">Search</a> {% endif %}<a href="#provenance">How the numbers were made</a>
+    <a href="#plots">Plots</a>
     {% if study %}<a href="#preference">User preference</a> {% endif %}<a href="#gallery">Gallery</a>
     <a href="#errors">Errors ({{ n_errors }})</a>
   </nav>
@@ -882,6 +1050,67 @@ p: {{ test }}; p_holm: Holm over every comparison of the metric. * p_holm &lt; 0
 <ul>{% for n in notes %}<li>{{ n }}</li>{% endfor %}</ul>
 {% endif %}
 </section>
+
+{% if searches %}
+<section id="search">
+<h2>Search</h2>
+{% for s in searches %}
+<h3 id="search-{{ s.sweep }}">{{ s.sweep }}{% if s.experiment %} <small>(Tune experiment {{ s.experiment }})</small>{% endif %}</h3>
+<dl class="sizes">
+<div><dt>objective</dt><dd>{{ s.formula }}</dd></div>
+<div><dt>algorithm</dt><dd>{{ s.algorithm }}</dd></div>
+<div><dt>scheduler</dt><dd>{{ s.scheduler }}</dd></div>
+<div><dt>search samples</dt><dd>{{ s.trials }}{% if s.requested is not none %} of {{ s.requested }} requested{% endif %}</dd></div>
+<div><dt>stopped early</dt><dd>{{ s.stopped_early }}</dd></div>
+<div><dt>failed</dt><dd>{{ s.errors }}</dd></div>
+</dl>
+{% if s.best %}
+<p id="search-best-{{ s.sweep }}"><strong>Best:</strong> {{ s.best.config_text }} at inversion step
+<strong>{{ s.best.step }}</strong>: objective <strong>{{ s.best.objective_text }}</strong> (sample <code>{{ s.best.search }}</code>).</p>
+{% if s.best.get("embeddings") %}
+<details class="block"><summary>Its embeddings at step {{ s.best.step }} ({{ s.best.embeddings|length }})</summary>
+<ul>{% for e in s.best.embeddings %}<li><code>{{ e }}</code></li>{% endfor %}</ul></details>
+{% endif %}
+{% else %}
+<p id="search-best-{{ s.sweep }}">No best sample: none was scored.</p>
+{% endif %}
+{% if s.compute.known %}
+<p class="estimate" id="search-compute-{{ s.sweep }}"><strong>Compute:</strong> {{ s.compute.run }} of
+{{ s.compute.to_end }} inversion steps run ({{ s.compute.fraction }}), against running every sample to its end;
+early stopping saved <strong>{{ s.compute.saved }} steps ({{ s.compute.saved_fraction }})</strong>. Wall time of the
+search: {{ s.compute.seconds }}.</p>
+{% else %}
+<p class="estimate" id="search-compute-{{ s.sweep }}"><strong>Compute:</strong> the inversion steps run are not
+recorded. Wall time of the search: {{ s.compute.seconds }}.</p>
+{% endif %}
+{% if s.plot %}
+<div class="plots"><figure class="plot"><a href="{{ build }}/{{ s.plot.file }}"><img src="{{ build }}/{{ s.plot.file }}" alt="{{ s.plot.title }}"></a>
+<figcaption><strong>{{ s.plot.title }}.</strong> {{ s.plot.caption }}</figcaption></figure></div>
+{% endif %}
+{% if s.samples %}
+<p class="legend">The samples, best first (then by best objective). Steps: the last inversion step reached of the
+sample's steps; objective at each step it was scored (its rungs and last step).</p>
+<div class="scroll"><table id="search-table-{{ s.sweep }}">
+<thead><tr><th></th><th>sample</th>{% for k in s.settings %}<th>{{ k }}</th>{% endfor %}<th>steps run / max</th>
+<th>stopped early</th><th>best step</th><th>best objective</th><th>objective at each step</th><th>time</th><th>status</th></tr></thead>
+<tbody>
+{% for x in s.samples %}
+<tr><td>{% if x.is_best %}<strong>★ best</strong>{% endif %}</td><td><code>{{ x.search }}</code></td>
+{% for v in x.settings %}<td class="num">{{ v }}</td>{% endfor %}
+<td class="num">{{ "{:,}".format(x.steps_run) }} / {{ "{:,}".format(x.steps_max) }}</td>
+<td>{% if x.stopped_early %}yes, at step {{ x.steps_run }}{% elif x.status == "error" %}–{% else %}no{% endif %}</td>
+<td class="num">{{ "–" if x.best_step is none else x.best_step }}</td>
+<td class="num">{% if x.is_best %}<strong>{{ x.objective_text }}</strong>{% else %}{{ x.objective_text }}{% endif %}</td>
+<td><small>{{ x.trace or "–" }}</small></td><td class="num">{{ x.seconds }}</td>
+{% if x.status == "error" %}<td class="error-message">error: {{ x.error or "(no message)" }}</td>{% else %}<td>ok</td>{% endif %}</tr>
+{% endfor %}
+</tbody></table></div>
+{% else %}
+<p>No samples recorded (search.parquet is missing or empty).</p>
+{% endif %}
+{% endfor %}
+</section>
+{% endif %}
 
 <section id="provenance">
 <h2>How the numbers were made</h2>

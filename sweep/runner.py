@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from .plan import Plan, Trial, fingerprint_video, make_plan, save_plan
-from .tables import sample_row, write_part
+from .tables import finished_parts, sample_row, write_part
 from .spec import Spec
 from .store import Store
 
@@ -59,6 +59,9 @@ class RunSummary:
     search_results: Any = field(default=None, repr=False)
     search_restored: bool = False
     search: Optional[dict] = None  # the search summary (also <sweep>/search.json)
+    retried: int = 0  # trials run again because their rows held errors (--retry-errors)
+    error_rows: int = 0  # rows with status "error" in the sweep's samples table after this run
+    error_trials: list = field(default_factory=list)  # the trials that hold them
 
     def result_grid(self, search: bool = False):
         """The ResultGrid of the grid (or search) experiment: this run's, or read back from its folder."""
@@ -135,9 +138,12 @@ def _keep_credentials_out_of_ray() -> None:
 
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
               num_cpus: int | None = None, max_failures: int = 2, verbose: int = 1,
-              callbacks: list | None = None, preflight_timeout: float = PREFLIGHT_TIMEOUT_S) -> RunSummary:
+              callbacks: list | None = None, preflight_timeout: float = PREFLIGHT_TIMEOUT_S,
+              retry_errors: bool = False) -> RunSummary:
     """Run the spec's grid and/or search; `callbacks` are extra Tune callbacks (besides the spec's tracking);
-    `preflight_timeout`: seconds to wait for the first worker that fits a trial."""
+    `preflight_timeout`: seconds to wait for the first worker that fits a trial; `retry_errors`: run again the
+    trials whose rows hold errors (their failed samples are computed again and the trial's rows replaced; the
+    samples that succeeded come from the store)."""
     import ray
 
     from .trainable import ensure_reference, ensure_reference_set, reference_set_part
@@ -156,8 +162,13 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             f"cannot write to the storage {store.uri!r}: {exc}. Check that the bucket/folder exists and that "
             "the credentials in the environment (or the instance role) allow writing there.") from None
     grid = plan.trials if spec.has_grid else []
-    todo = [t for t in grid if not store.exists(store.part_path(spec.name, "samples", t.trial_id))]
-    summary = RunSummary(spec.name, store.uri_of(spec.name), len(grid), len(todo), len(grid) - len(todo), 0)
+    written = finished_parts(store, spec.name) if spec.has_grid else set()
+    todo = [t for t in grid if t.trial_id not in written]
+    retried = [t for t in grid if t not in todo and t.trial_id in _error_trials(store, spec.name)] \
+        if retry_errors else []
+    todo += retried
+    summary = RunSummary(spec.name, store.uri_of(spec.name), len(grid), len(todo), len(grid) - len(todo), 0,
+                         retried=len(retried))
     info = sweep_info(spec)
     tune_dir = f"{spec.name}/tune"
     if spec.has_grid and _experiment_exists(store, tune_dir, spec.name):
@@ -181,7 +192,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             if spec.has_grid else "the search"
         print(f"{spec.name}: {what} already in {summary.storage}; nothing to run", file=sys.stderr)
         summary.seconds = time.perf_counter() - started
-        return summary
+        return _count_errors(store, spec.name, summary)
     ddims = {d.ddim_key: d for d in plan.ddim_inversions}
     needed_ddims = {t.ddim_key for t in todo}
     if run_search:  # the default point's DDIM inversions (a sample that searches DDIM settings makes its own)
@@ -230,7 +241,8 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
         fit_started = time.perf_counter()
         if trials:
             _fit_grid(spec, store, {t.trial_id: t for t in grid}, trials, ddims, info, resources, max_concurrent,
-                      max_failures, verbose, [*tracking, *(callbacks or [])], summary)
+                      max_failures, verbose, [*tracking, *(callbacks or [])], summary,
+                      redo=frozenset(t.trial_id for t in retried))
         if run_search:
             _fit_search(spec, store, fingerprints, info, resources, max_concurrent, max_failures, verbose,
                         [*tracking_callbacks(spec), *(callbacks or [])], summary)
@@ -239,6 +251,27 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
         if we_started:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
+    return _count_errors(store, spec.name, summary)
+
+
+def _error_trials(store: Store, sweep: str) -> dict[str, int]:
+    """{trial id: error rows} of a sweep's samples table."""
+    from .tables import load
+
+    try:
+        rows = load(store.uri_of(sweep), "samples").select(["trial_id", "status"]).to_pylist()
+    except FileNotFoundError:
+        return {}
+    out: dict[str, int] = {}
+    for r in rows:
+        if r["status"] == "error":
+            out[r["trial_id"]] = out.get(r["trial_id"], 0) + 1
+    return out
+
+
+def _count_errors(store: Store, sweep: str, summary: RunSummary) -> RunSummary:
+    errors = _error_trials(store, sweep)
+    summary.error_rows, summary.error_trials = sum(errors.values()), sorted(errors)
     return summary
 
 
@@ -508,7 +541,7 @@ def _run_config(spec: Spec, store: Store, experiment: str, verbose: int, max_fai
 
 
 def _fit_grid(spec, store, planned, trials, ddims, info, resources, max_concurrent, max_failures, verbose,
-              callbacks, summary) -> None:
+              callbacks, summary, redo: frozenset = frozenset()) -> None:
     from ray import tune
 
     from .trainable import trainable
@@ -517,7 +550,7 @@ def _fit_grid(spec, store, planned, trials, ddims, info, resources, max_concurre
     # every planned trial, so a restored run finds any trial it had
     run_fn = tune.with_resources(
         tune.with_parameters(trainable, trials=planned, ddims=ddims, storage=store.uri, sweep=info,
-                             checkpoint_every=spec.tune.checkpoint_every), resources)
+                             checkpoint_every=spec.tune.checkpoint_every, redo=redo), resources)
     configs = [trial_config(trials[k]) for k in sorted(trials)]
     tune_config = tune.TuneConfig(
         search_alg=_planned_trials_searcher(configs), num_samples=len(configs), metric=spec.tune.metric,

@@ -309,14 +309,23 @@ def _short(exc: Any) -> str:
     return (text[-1] if text else type(exc).__name__)[:500]
 
 
+def objective_formula(objective: dict) -> str:
+    """The objective as `objective_of` computes it, e.g. "max motion_fidelity − 0.5·appearance_leakage".
+    A penalty counts in its metric's bad direction, so its sign depends on the mode and on that metric's direction."""
+    mode = objective.get("mode") or "max"
+    text = f"{mode} {objective['metric']}"
+    for name, weight in (objective.get("penalty") or {}).items():
+        higher_is_better = METRICS[name].higher_is_better if name in METRICS else True
+        plus = (mode == "max") == higher_is_better  # objective_of adds sign·weight·goodness
+        text += f" {'+' if plus else '−'} {weight:g}·{name}"
+    return text
+
+
 def format_search(summary: dict) -> str:
     """The lines `motion-sweep run` / `demo --search` print."""
-    objective = summary["objective"]
-    penalty = "".join(f" {'-' if objective['mode'] == 'max' else '+'} {w:g}·{m}{METRICS[m].arrow}"
-                      for m, w in objective.get("penalty", {}).items())
     lines = [f"search {summary['experiment']}: {summary['trials']} samples ({summary['algorithm']}), "
              f"{summary['stopped_early']} stopped early, {summary['errors']} failed; objective "
-             f"{objective['mode']} {objective['metric']}{penalty}"]
+             f"{objective_formula(summary['objective'])}"]
     best = summary.get("best")
     if best:
         lines.append(f"  best: {best['config']} at step {best['step']}: objective {best['objective']:.4f} "
@@ -357,5 +366,5 @@ def demo_search_spec(storage: str | Path, name: str = "demo-search", samples: in
 
 
 __all__ = ["SEARCH_SCHEMA", "SearchError", "asha_plan", "base_point", "demo_search_spec", "eval_steps",
-           "format_search", "make_scheduler", "make_searcher", "param_space", "sample_spec", "sample_trials",
+           "format_search", "objective_formula", "make_scheduler", "make_searcher", "param_space", "sample_spec", "sample_trials",
            "search_fingerprint", "summarize", "tune_space"]

@@ -30,7 +30,7 @@ import shutil
 import uuid
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Iterable, NamedTuple, Optional
 
 import pyarrow.fs as pafs
 
@@ -69,6 +69,14 @@ def check_uri(uri: str) -> None:
         raise ValueError(
             f"storage URI {scheme}://{rest.split('?', 1)[0]} has options ('?...'); give the bare URI and set "
             "options in the environment instead (e.g. AWS_ENDPOINT_URL for an S3-compatible server, AWS_REGION)")
+
+
+class FileEntry(NamedTuple):
+    """A file as a listing shows it: its identity for the table reader (a rewritten file changes size or time)."""
+
+    name: str
+    size: int
+    mtime_ns: int
 
 
 class Store:
@@ -201,14 +209,18 @@ class Store:
         return rel
 
     def create_bytes_exclusive(self, rel: str, data: bytes) -> str:
-        """Local stores only: write `rel` whole, unless it exists (FileExistsError, nothing written).
+        """Write `rel` whole, unless it exists (FileExistsError, nothing written); race-free across processes
+        and machines.
 
-        The bytes go to a temp file first and are hard-linked to their name (`link` fails when the name is
-        taken: atomic and race-free across threads and processes). Where the filesystem has no hard links, an
-        O_EXCL create of the name is used instead (still race-free; a reader may meet it half-written)."""
+        Local: the bytes go to a temp file first and are hard-linked to their name (`link` fails when the name is
+        taken). Where the filesystem has no hard links, an O_EXCL create of the name is used instead (still
+        race-free; a reader may meet it half-written). S3: a conditional put (`If-None-Match: *`, through boto3,
+        which reads the same environment as pyarrow: credentials, AWS_ENDPOINT_URL, region)."""
+        if self.scheme == "s3":
+            return self._s3_put_if_absent(rel, data)
         if not self.is_local:
-            raise NotImplementedError("exclusive create needs a local store (object stores have no conditional put "
-                                      "through pyarrow)")
+            raise NotImplementedError(f"exclusive create on {self.scheme}:// storage is not supported (local "
+                                      "folders and s3:// are)")
         target, tmp = self._local_temp(rel, data)
         try:
             try:
@@ -224,6 +236,49 @@ class Store:
         finally:
             tmp.unlink(missing_ok=True)
         return rel
+
+    def _s3_put_if_absent(self, rel: str, data: bytes) -> str:
+        try:
+            import boto3
+            from botocore.exceptions import ClientError
+        except ImportError:  # pragma: no cover - boto3 is a dependency
+            raise NotImplementedError("exclusive create on s3:// needs boto3 (pip install boto3)") from None
+        bucket, _, key = self.abspath(rel).partition("/")
+        try:
+            _s3_client(boto3).put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code", "")
+            if code in ("PreconditionFailed", "ConditionalRequestConflict") or \
+                    exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") in (409, 412):
+                raise FileExistsError(self.uri_of(rel)) from None
+            raise
+        return rel
+
+    # -- leases: one computation of a key across concurrent sweeps ---------------------------------------
+
+    def lease_dir(self, key: str) -> str:
+        return f"{STORE_DIR}/leases/{key}"
+
+    def acquire_lease(self, key: str, holder: str, ttl_s: float) -> Optional["Lease"]:
+        """Take the lease on `key` (e.g. an inversion key) for `ttl_s` seconds, or None while another holder's
+        lease on it is live. A lease is a numbered file created exclusively (`create_bytes_exclusive`): the
+        first sweep to create number n+1 holds it; an expired one (its holder died) is taken over by creating
+        the next number, so two sweeps that both see it expire cannot both take it."""
+        import time
+
+        entries = self.list_files(self.lease_dir(key), suffix=".json")
+        latest = max(entries, key=lambda e: e.name, default=None)
+        if latest is not None:
+            current = self.read_json(f"{self.lease_dir(key)}/{latest.name}") or {}
+            if current.get("holder") != holder and current.get("expires", 0) > time.time():
+                return None
+        number = int(latest.name.split(".")[0]) + 1 if latest is not None else 1
+        return Lease(self, key, holder, ttl_s, number)._create()
+
+    def release_leases(self, key: str) -> None:
+        """Remove a key's lease files (its result is stored; nobody needs to wait any more)."""
+        for entry in self.list_files(self.lease_dir(key), suffix=".json"):
+            self.delete(f"{self.lease_dir(key)}/{entry.name}")
 
     def _local_temp(self, rel: str, data: bytes) -> tuple[Path, Path]:
         """(target path, a fsynced temp file beside it holding `data`): the bytes are on disk before a name
@@ -271,14 +326,37 @@ class Store:
 
     def list_names(self, rel_dir: str, prefix: str = "", suffix: str = "") -> list[str]:
         """Names of the files directly in `rel_dir` (sorted; temp/hidden files excluded; [] if missing)."""
+        return [f.name for f in self.list_files(rel_dir, prefix, suffix)]
+
+    def list_files(self, rel_dir: str, prefix: str = "", suffix: str = "") -> list["FileEntry"]:
+        """The files directly in `rel_dir` with their size and modification time, from one listing (one
+        request on an object store): sorted by name; temp/hidden files excluded; [] if the folder is missing."""
+        out = []
         if self.is_local:
-            folder = Path(self.uri, rel_dir)
-            names = [p.name for p in folder.iterdir() if p.is_file()] if folder.is_dir() else []
+            try:
+                with os.scandir(Path(self.uri, rel_dir)) as it:
+                    for e in it:
+                        if e.is_file():
+                            st = e.stat()
+                            out.append(FileEntry(e.name, st.st_size, st.st_mtime_ns))
+            except (FileNotFoundError, NotADirectoryError):
+                return []
         else:
             infos = self.fs.get_file_info(pafs.FileSelector(self.abspath(rel_dir), allow_not_found=True))
-            names = [posixpath.basename(i.path) for i in infos if i.type == pafs.FileType.File]
-        return sorted(n for n in names if not n.startswith((".", "_"))
-                      and n.startswith(prefix) and n.endswith(suffix))
+            out = [FileEntry(posixpath.basename(i.path), i.size or 0, i.mtime_ns or 0)
+                   for i in infos if i.type == pafs.FileType.File]
+        return sorted((f for f in out if not f.name.startswith((".", "_"))
+                       and f.name.startswith(prefix) and f.name.endswith(suffix)), key=lambda f: f.name)
+
+    def delete(self, rel: str) -> None:
+        """Remove a file (no error if it is already gone)."""
+        try:
+            if self.is_local:
+                Path(self.uri, rel).unlink(missing_ok=True)
+            else:
+                self.fs.delete_file(self.abspath(rel))
+        except FileNotFoundError:
+            pass
 
     def list_dirs(self, rel_dir: str = "") -> list[str]:
         """Names of the sub-folders of `rel_dir` (sorted; hidden ones excluded)."""
@@ -329,6 +407,64 @@ class Store:
 
     def get_sample(self, sample_key: str) -> Optional[dict]:
         return self.read_json(self.sample_path(sample_key))
+
+
+def _s3_client(boto3):
+    """boto3's S3 client as pyarrow's is configured: the environment's endpoint (AWS_ENDPOINT_URL[_S3]) and region."""
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL") or None
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or None
+    return boto3.client("s3", endpoint_url=endpoint, region_name=region)
+
+
+class Lease:
+    """A held lease on a store key: `renew()` pushes its expiry on (a new numbered file), `release()` ends it.
+    `keep_alive()` renews it from a background thread every third of its time to live, until released."""
+
+    def __init__(self, store: Store, key: str, holder: str, ttl_s: float, number: int):
+        self.store, self.key, self.holder, self.ttl_s, self.number = store, key, holder, ttl_s, number
+        self._stop = None
+
+    def _rel(self, number: int) -> str:
+        return f"{self.store.lease_dir(self.key)}/{number:08d}.json"
+
+    def _create(self) -> Optional["Lease"]:
+        import time
+
+        body = dumps({"holder": self.holder, "expires": time.time() + self.ttl_s, "ttl_s": self.ttl_s}).encode()
+        try:
+            self.store.create_bytes_exclusive(self._rel(self.number), body)
+        except FileExistsError:  # another sweep created this number first: it holds the lease
+            return None
+        return self
+
+    def renew(self) -> bool:
+        """Extend the lease; False if it was lost (another sweep took it over after it expired)."""
+        nxt = Lease(self.store, self.key, self.holder, self.ttl_s, self.number + 1)._create()
+        if nxt is None:
+            return False
+        self.store.delete(self._rel(self.number))
+        self.number = nxt.number
+        return True
+
+    def keep_alive(self) -> "Lease":
+        import threading
+
+        self._stop = threading.Event()
+
+        def loop():
+            while not self._stop.wait(self.ttl_s / 3):
+                try:
+                    if not self.renew():
+                        return
+                except Exception:  # noqa: BLE001 - a failed renewal only risks duplicate work, never wrong rows
+                    pass
+        threading.Thread(target=loop, name=f"lease-{self.key}", daemon=True).start()
+        return self
+
+    def release(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        self.store.release_leases(self.key)
 
 
 def dumps(obj: Any) -> str:

@@ -405,7 +405,9 @@ def load(path: str | os.PathLike, table: str = "samples", *, sweeps: Optional[Se
 
     table: "samples" | "inversions" | "references" (real frames' FID features) | "comparisons" (the last
     report's paired tests) | "grid" (requested points) | "points" (grid joined with samples).
-    Only complete `part-*.parquet` files are read; temp files never match, and a part that cannot be read
+    A part table is its compacted files (`motion-sweep compact`) plus the complete `part-*.parquet` files they
+    do not hold, read in one `pyarrow.dataset` scan: temp files never match, a part held by a compacted file is
+    read once, and a part rewritten after compaction replaces its old rows. A part that cannot be read
     (torn/corrupt) is skipped with a warning (strict=True raises instead).
     """
     if table not in TABLES:
@@ -419,21 +421,219 @@ def load(path: str | os.PathLike, table: str = "samples", *, sweeps: Optional[Se
     pieces: list[pa.Table] = []
     for name, store in found:
         if table in ("grid", "comparisons", "search"):  # one file per sweep
-            files = [f"{table}.parquet"] if store.exists(f"{table}.parquet") else []
+            piece = _read_part(store, f"{table}.parquet", strict) if store.exists(f"{table}.parquet") else None
         else:
-            files = [f"{table}/{n}" for n in store.list_names(table, "part-", ".parquet")]
-        for rel in files:
-            piece = _read_part(store, rel, strict)
-            if piece is None:
-                continue
-            if "sweep" not in piece.column_names:
-                piece = piece.append_column("sweep", pa.array([name] * piece.num_rows, pa.string()))
-            pieces.append(piece)
+            piece = _read_part_table(store, table, strict)
+        if piece is None or piece.num_rows == 0 and not piece.column_names:
+            continue
+        if "sweep" not in piece.column_names:
+            piece = piece.append_column("sweep", pa.array([name] * piece.num_rows, pa.string()))
+        pieces.append(piece)
     schema = ALL_SCHEMAS.get(table)
     if not pieces:
         return schema.empty_table() if schema is not None else pa.table({})
+    if len(pieces) == 1:
+        return _conform(pieces[0], schema)
     out = pa.concat_tables([_conform(p, schema) for p in pieces], promote_options="permissive")
     return _conform(out, schema)
+
+
+# --------------------------------------------------------------------------------------------------
+# Part tables: parts and compacted files.
+#
+# A compacted file `compact-<time>-<id>.parquet` holds the rows of the parts (and older compacted files) it
+# absorbed, each row tagged with its part's name (`_part`), and names them in its footer: every absorbed part
+# with the size and time it had, and the absorbed compacted files. A reader takes the compacted files no other
+# one absorbed, drops their rows of any part that was since rewritten (its size or time differ), and adds the
+# parts none of them holds. `compact` writes the new file whole (atomic rename / object put) before it deletes
+# what it absorbed, so a compaction killed at any point leaves a table that reads the same.
+
+COMPACT_PREFIX = "compact-"
+PART_COLUMN = "_part"  # in compacted files only: the part a row came from
+_COVERS_KEY = b"motion_sweep.covers"
+
+
+def _table_state(store: Store, table: str, dead: Optional[list] = None) -> tuple[list, list, dict]:
+    """(live parts, live compacted files, {compacted file: covers}) of a sweep's table, from one listing;
+    `dead` (if given) receives the files a live compacted file holds (left by a compaction stopped midway)."""
+    files = store.list_files(table, suffix=".parquet")
+    parts = [f for f in files if f.name.startswith("part-")]
+    compacts = [f for f in files if f.name.startswith(COMPACT_PREFIX)]
+    covers = {c.name: _covers(store, f"{table}/{c.name}") for c in compacts}
+    absorbed = {n for cov in covers.values() for n in cov.get("compacts", [])}
+    live_compacts = [c for c in compacts if c.name not in absorbed]
+    held = {}
+    for c in live_compacts:
+        held.update({n: tuple(v) for n, v in covers[c.name].get("parts", {}).items()})
+    live_parts = [p for p in parts if held.get(p.name) != (p.size, p.mtime_ns)]
+    if dead is not None:
+        dead += [c for c in compacts if c.name in absorbed] + [p for p in parts if p not in live_parts]
+    return live_parts, live_compacts, {c.name: covers[c.name] for c in live_compacts}
+
+
+def finished_parts(store: Store, sweep: str, table: str = "samples") -> set[str]:
+    """The part names (`part-<name>.parquet`) a sweep's table holds, as files or inside compacted files: for a
+    grid, the trials whose rows are written."""
+    sub = Store(store.uri_of(sweep))
+    parts, _, covers = _table_state(sub, table)
+    names = {p.name for p in parts} | {n for cov in covers.values() for n in cov.get("parts", {})}
+    return {n[len("part-"):-len(".parquet")] for n in names}
+
+
+def _covers(store: Store, rel: str) -> dict:
+    import json
+
+    meta = pq.read_schema(_open_arg(store, rel), filesystem=None if store.is_local else store.fs).metadata or {}
+    return json.loads(meta.get(_COVERS_KEY, b"{}"))
+
+
+def _open_arg(store: Store, rel: str) -> str:
+    return str(store.local_path(rel)) if store.is_local else store.abspath(rel)
+
+
+def _read_part_table(store: Store, table: str, strict: bool, attempts: int = 3) -> Optional[pa.Table]:
+    """A sweep's part table as the rules above say; listed again if a file vanishes mid-read (a compaction
+    finished meanwhile)."""
+    for attempt in range(attempts):
+        parts, compacts, _ = _table_state(store, table)
+        if not parts and not compacts:
+            return None
+        try:
+            return _scan(store, table, parts, compacts, strict)
+        except FileNotFoundError:
+            if attempt == attempts - 1:
+                raise
+    return None
+
+
+def _scan(store: Store, table: str, parts: list, compacts: list, strict: bool, tags: bool = False
+          ) -> Optional[pa.Table]:
+    """The files' rows in one go (schemas unified once, permissively); a compacted file's rows of a part that is
+    read from its own file too are dropped. `tags`: keep `_part` (every row's part) for compact."""
+    import pyarrow.compute as pc
+
+    files = [*compacts, *parts]
+    if store.is_local:
+        data, source = _scan_local(store, table, files, strict, provenance=bool(compacts or tags))
+    else:
+        data, source = _read_files(store, table, files, strict, parallel=16)
+    if data is None or source is None:
+        return data
+    name = pc.replace_substring_regex(source, r"^.*/", "")
+    part = data[PART_COLUMN] if PART_COLUMN in data.column_names else pa.nulls(data.num_rows, pa.string())
+    part = pc.coalesce(part.cast(pa.string()), name)  # a part file's rows: the part's own name
+    from_compact = pc.starts_with(name, COMPACT_PREFIX)
+    reread = pa.array(sorted({p.name for p in parts}), pa.string())
+    keep = pc.invert(pc.and_(from_compact, pc.is_in(part, value_set=reread)))
+    if PART_COLUMN in data.column_names:
+        data = data.drop_columns([PART_COLUMN])
+    if tags:
+        data = data.append_column(PART_COLUMN, part)
+    return data.filter(keep)
+
+
+def _scan_local(store: Store, table: str, files: list, strict: bool, provenance: bool
+                ) -> tuple[Optional[pa.Table], Optional[pa.ChunkedArray]]:
+    """One `pyarrow.dataset` scan (parallel, every footer inspected); (table, each row's file) — the file
+    column only when `provenance` is asked for."""
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    paths = [_open_arg(store, f"{table}/{f.name}") for f in files]
+    try:
+        factory = ds.FileSystemDatasetFactory(pafs.LocalFileSystem(), paths, ds.ParquetFileFormat())
+        schema = factory.inspect(promote_options="permissive")
+        if not provenance:  # parts only: every row counts
+            return factory.finish(schema).to_table(), None
+        data = factory.finish(schema).to_table(columns=[*schema.names, "__filename"])
+        return data.drop_columns(["__filename"]), data["__filename"]
+    except FileNotFoundError:
+        raise
+    except (pa.ArrowInvalid, OSError) as exc:  # a torn/corrupt file spoils the scan: find it file by file
+        if isinstance(exc, OSError) and ("No such file" in str(exc) or "Path does not exist" in str(exc)):
+            raise FileNotFoundError(str(exc)) from None
+        return _read_files(store, table, files, strict, parallel=1)
+
+
+def _read_files(store: Store, table: str, files: list, strict: bool, parallel: int
+                ) -> tuple[Optional[pa.Table], Optional[pa.ChunkedArray]]:
+    """Each file whole, `parallel` at a time (on an object store one GET per part beats a dataset scan's
+    several requests per file); unreadable ones skipped with a warning (strict: raised)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def read(f):
+        rel = f"{table}/{f.name}"
+        try:
+            return pq.read_table(pa.BufferReader(store.read_bytes(rel)))
+        except FileNotFoundError:
+            raise
+        except (pa.ArrowInvalid, OSError) as exc:  # torn/corrupt parquet: no footer, bad magic, truncated...
+            if strict:
+                raise
+            warnings.warn(f"skipping unreadable part file {store.uri_of(rel)}: {exc}", stacklevel=5)
+            return None
+
+    if parallel > 1:
+        with ThreadPoolExecutor(parallel) as pool:
+            pieces = list(pool.map(read, files))
+    else:
+        pieces = [read(f) for f in files]
+    kept = [(f, t) for f, t in zip(files, pieces) if t is not None]
+    if not kept:
+        return None, None
+    data = pa.concat_tables([t for _, t in kept], promote_options="permissive")
+    return data, pa.chunked_array([pa.array([f.name] * t.num_rows, pa.string()) for f, t in kept], pa.string())
+
+
+def compact(path: str | os.PathLike, tables: Sequence[str] = ("samples", "inversions", "references"), *,
+            sweeps: Optional[Sequence[str]] = None, min_age_s: float = 60.0) -> dict[str, dict[str, int]]:
+    """Merge each sweep's finished parts (and earlier compacted files) into one compacted file per table.
+
+    Parts changed in the last `min_age_s` seconds are left for the next compaction (a running sweep may still be
+    rewriting them). The new file is complete before anything it absorbed is deleted; readers see the same rows
+    at every moment. Returns {sweep: {table: files absorbed}}."""
+    import json
+    import time
+    import uuid
+
+    out: dict[str, dict[str, int]] = {}
+    now_ns = time.time_ns()
+    for name, store in _sweep_stores(path):
+        if sweeps is not None and name not in sweeps:
+            continue
+        for table in tables:
+            dead: list = []
+            parts, compacts, covers = _table_state(store, table, dead)
+            settled = [p for p in parts if now_ns - p.mtime_ns >= min_age_s * 1e9]
+            if not settled and len(compacts) <= 1:
+                for f in dead:  # what a stopped compaction had yet to delete
+                    store.delete(f"{table}/{f.name}")
+                if dead:
+                    out.setdefault(name, {})[table] = len(dead)
+                continue
+            data = _scan(store, table, settled, compacts, strict=True, tags=True)
+            if data is None:
+                continue
+            held: dict[str, list] = {}
+            for c in compacts:
+                held.update(covers[c.name].get("parts", {}))
+            for p in settled:
+                held[p.name] = [p.size, p.mtime_ns]
+            # transitively: a file absorbed by an absorbed file stays absorbed once that one is deleted
+            absorbed = sorted({c.name for c in compacts} | {n for c in compacts for n in covers[c.name].get("compacts", [])})
+            meta = {_COVERS_KEY: json.dumps({"parts": held, "compacts": absorbed}).encode()}
+            data = data.replace_schema_metadata({**(data.schema.metadata or {}), **meta})
+            stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+            rel = f"{table}/{COMPACT_PREFIX}{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            store.write_bytes_atomic(rel, _parquet_bytes(data))
+            now = {f.name: f for f in store.list_files(table, prefix="part-", suffix=".parquet")}
+            for p in settled:  # only if unchanged since it was read (else it is live, and read as such)
+                if now.get(p.name) == p:
+                    store.delete(f"{table}/{p.name}")
+            for n in absorbed:
+                store.delete(f"{table}/{n}")
+            out.setdefault(name, {})[table] = len(settled) + len(compacts)
+    return out
 
 
 def _sweep_stores(path: str | os.PathLike) -> list[tuple[str, Store]]:
@@ -454,9 +654,7 @@ def _sweep_stores(path: str | os.PathLike) -> list[tuple[str, Store]]:
 
 def _is_sweep(store: Store) -> bool:
     return (store.exists("plan.json") or store.exists("grid.parquet")
-            or bool(store.list_names("samples", "part-", ".parquet"))
-            or bool(store.list_names("inversions", "part-", ".parquet"))
-            or bool(store.list_names("references", "part-", ".parquet")))
+            or any(store.list_names(table, suffix=".parquet") for table in SCHEMAS))  # parts or compacted files
 
 
 def _read_part(store: Store, rel: str, strict: bool) -> Optional[pa.Table]:

@@ -30,7 +30,7 @@ from vocabulary import OFF, SAMPLE_METRICS
 
 from .plan import DDIMInversion, Generation, Trial, content_key, fetch_video
 from .store import Store
-from .tables import cached_sample_row, code_version, sample_row, write_part
+from .tables import cached_sample_row, code_version, finished_parts, sample_row, write_part
 
 #: `report(metrics, checkpoint=None)`: checkpoint is a local folder to keep as the trial's resume point.
 Report = Callable[..., None]
@@ -73,22 +73,59 @@ def device_name() -> str:
 
 
 def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str | None):
-    """The video's cached latent + DDIM inversion from the store, computed and stored on a miss."""
+    """The video's cached latent + DDIM inversion from the store, computed and stored on a miss (once across
+    concurrent sweeps: the others wait for it)."""
     from model import Reference, prepare_reference
 
     rel = store.ddim_path(ddim.ddim_key)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "reference.safetensors"
-        if store.exists(rel):
+        lease = wait_or_lease(store, ddim.ddim_key, lambda: store.exists(rel))
+        if lease is None:
             return Reference.load(store.download(rel, local))
-        pipe = get_pipeline(preset, model)
-        c = ddim.config
-        ref = prepare_reference(pipe, local_video(ddim), c["frames"], c["height"], c["width"], c["start"],
-                                c["stride"], c["ddim_steps"])
-        ref.metadata.update(video=ddim.video, fingerprint=ddim.fingerprint, base_model=ddim.base_model)
-        ref.save(local)
-        store.upload(local, rel)
-        return ref
+        try:
+            pipe = get_pipeline(preset, model)
+            c = ddim.config
+            ref = prepare_reference(pipe, local_video(ddim), c["frames"], c["height"], c["width"], c["start"],
+                                    c["stride"], c["ddim_steps"])
+            ref.metadata.update(video=ddim.video, fingerprint=ddim.fingerprint, base_model=ddim.base_model)
+            ref.save(local)
+            store.upload(local, rel)
+            return ref
+        finally:
+            lease.release()
+
+
+#: A lease lives this long unless its holder renews it (every third of it, from a background thread); a sweep
+#: whose holder died waits at most this long before taking the computation over.
+LEASE_TTL_S = 120.0
+LEASE_POLL_S = 2.0
+
+
+def wait_or_lease(store: Store, key: str, done: Callable[[], bool], ttl_s: float = LEASE_TTL_S,
+                  poll_s: float = LEASE_POLL_S):
+    """None once `done()` (the result is stored, by whoever computed it); else a held, kept-alive lease on `key`:
+    this process computes it while any other sweep that needs it waits here."""
+    import os
+    import socket
+    import uuid
+
+    holder = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    while not done():
+        lease = store.acquire_lease(key, holder, ttl_s)
+        if lease is not None:
+            if done():  # finished between the look and the lease
+                lease.release()
+                return None
+            return lease.keep_alive()
+        time.sleep(poll_s)
+    return None
+
+
+def inversion_done(store: Store, trial: Trial) -> bool:
+    """Every checkpoint's embeddings and the meta.json written after them are in the store."""
+    needed = sorted(set(trial.checkpoints))
+    return store.has_inversion(trial.inversion_key, needed) and store.exists(store.inversion_meta_path(trial.inversion_key))
 
 
 def local_video(ddim: DDIMInversion) -> str:
@@ -200,7 +237,8 @@ class _Inversion:
         self.seconds = 0.0
         self.state = None
         self.steps = 0 if trial.base else int(trial.inversion["steps"])
-        self.cached = trial.base or store.has_inversion(trial.inversion_key, self.needed)
+        self.cached = trial.base or inversion_done(store, trial)
+        self.lease = None  # held while this process computes the embeddings (other sweeps wait for them)
         if trial.base:
             self.embeddings_at[0] = None
         elif self.cached:
@@ -240,6 +278,9 @@ class _Inversion:
                                   {"steps": list(self.config.saved_steps), "losses": self.losses,
                                    "seconds": self.seconds, "device": device_name(), "qk": self.trial.qk,
                                    "v": self.trial.v})
+            if self.lease is not None:
+                self.lease.release()
+                self.lease = None
 
     def embeddings(self, step: int):
         """The embeddings at a checkpoint step (None for the base model); from the store if not in memory."""
@@ -270,22 +311,39 @@ def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], storage: st
     (where a resume point is reported). `search` (id, objective, time_attr, times) makes a search trial: each
     checkpoint writes its rows at once as their own part, tagged with the search id, and reports the objective.
     """
-    import torch
-
     report = report or (lambda metrics, checkpoint=None: None)
     resume = resume or {}
     store = Store(storage)
-    name = sweep["name"]
     started = time.perf_counter()
     pipe = get_pipeline(sweep["preset"], sweep.get("model"))
     scorer = get_scorer(sweep["metrics"])
+    runs: list[_Inversion] = []
+    try:
+        return _run_trials(trials, ddims, store, sweep, report, resume, checkpoint_every, search, pipe, scorer,
+                           runs, started)
+    finally:  # a failed trial lets go of its keys at once (the lease would expire anyway)
+        for run in runs:
+            if run.lease is not None:
+                run.lease.release()
+
+
+def _run_trials(trials, ddims, store: Store, sweep: dict, report: Report, resume: dict, checkpoint_every, search,
+                pipe, scorer, runs: list, started: float) -> dict:
+    import torch
+
+    name = sweep["name"]
     backbones, device = scorer.describe(), device_name()
-    runs = []
     for trial in trials:
         ddim = ddims[trial.ddim_key]
         reference = ensure_reference(store, ddim, sweep["preset"], sweep.get("model"))
         ensure_reference_features(store, name, ddim, reference.frames, scorer)
-        runs.append(_Inversion(trial, reference, store, pipe, sweep, resume))
+        # another sweep on this storage may be computing the same embeddings: wait for them, or take them on
+        lease = None if trial.base else wait_or_lease(store, trial.inversion_key, lambda t=trial: inversion_done(store, t))
+        run = _Inversion(trial, reference, store, pipe, sweep, resume)
+        run.lease = lease if not run.cached else None
+        if lease is not None and run.cached:
+            lease.release()
+        runs.append(run)
 
     eval_steps = sorted({k for run in runs for k in run.needed})
     final = max([run.steps for run in runs] + [0])
@@ -515,16 +573,20 @@ def _tune_resume() -> dict:
 
 
 def trainable(config: dict, trials: dict, ddims: dict, storage: str, sweep: dict,
-              checkpoint_every: int | None = None) -> None:
+              checkpoint_every: int | None = None, redo: frozenset = frozenset()) -> None:
     """Ray Tune function trainable: `config["trial_id"]` picks the trial; the plan comes via with_parameters
-    (the rest of the config is the trial's hyperparameters, there for Tune's table, TensorBoard and ResultGrid)."""
+    (the rest of the config is the trial's hyperparameters, there for Tune's table, TensorBoard and ResultGrid).
+    `redo`: trials to run again although their rows are written (--retry-errors)."""
     trial = trials[config["trial_id"]]
     store = Store(storage)
-    part = store.part_path(sweep["name"], "samples", trial.trial_id)
-    if store.exists(part):  # finished after Tune last saved its state (a restored experiment hands it back)
-        import pyarrow.parquet as pq
+    if trial.trial_id not in redo and trial.trial_id in finished_parts(store, sweep["name"]):
+        # finished after Tune last saved its state (a restored experiment hands it back)
+        import pyarrow.compute as pc
 
-        done = pq.read_table(store.abspath(part), filesystem=store.fs).to_pylist()
+        from .tables import load
+
+        rows = load(store.uri_of(sweep["name"]))
+        done = rows.filter(pc.equal(rows["trial_id"], trial.trial_id)).to_pylist()
         _tune_report({**_summary(done), "inversion_step": trial.inversion["steps"], "trial_seconds": 0.0})
         return
     run_trial(trial, ddims[trial.ddim_key], storage, sweep, report=_tune_report, resume=_tune_resume(),

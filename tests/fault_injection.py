@@ -5,7 +5,8 @@ worker processes only).
     ray.init(num_cpus=2, runtime_env=fault_injection.runtime_env([{"stage": "generate", "prompt": "FAULTY"}], tmp))
 
 Faults (dicts):
-* {"stage": "generate", "prompt": S}: a generation batch holding a prompt that contains S raises.
+* {"stage": "generate", "prompt": S, "times": n}: a generation batch holding a prompt that contains S raises
+  (the first n such batches only, when "times" is given: a transient fault, e.g. a CUDA out-of-memory).
 * {"stage": "invert", "source_prompt": S, "qk": D, "step": K, "action": "raise" | "exit", "once": bool}:
   the optimisation of a trial whose source prompt contains S (and, if given, whose MQK design is D) fails
   when step K ends: "raise" an exception (the trial errors and Tune retries it), "exit" `os._exit` (the
@@ -81,8 +82,11 @@ def install() -> None:
         return real_train(pipe, latents, source_prompt, config, on_step, base_model, **kwargs)
 
     def generate(pipe, inverted_noise, prompts, seeds, *args, **kwargs):
-        for fault in faults:
+        for i, fault in enumerate(faults):
             if fault["stage"] == "generate" and any(fault["prompt"] in p for p in prompts):
+                if "times" in fault and not any(_first_time(folder, f"generate-{i}-{k}")
+                                                for k in range(fault["times"])):
+                    continue
                 raise RuntimeError(f"injected fault at generation of {prompts}")
         return real_generate(pipe, inverted_noise, prompts, seeds, *args, **kwargs)
 

@@ -16,6 +16,7 @@ import pytest
 from sweep import html_report as H
 from sweep import study as S
 from sweep.report import html_report_path, paper_cells, report, summarize
+from sweep.search import objective_formula
 from sweep.store import Store
 from sweep.tables import load, sample_row, write_part
 from test_results import make_spec, run_fake  # noqa: I001 - sibling test module (tests/ is on sys.path)
@@ -356,3 +357,171 @@ def test_the_report_path_imports_no_plotting_library():
             "bad = [m for m in ('matplotlib', 'jinja2', 'PIL', 'sweep.html_report') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parent.parent)
+
+
+# --------------------------------------------------------------------------------------------------
+# The search section: search.parquet / search.json as sweep.search.summarize writes them.
+
+SEARCH_ERROR = "RuntimeError: CUDA out of memory <at step 60> & more"
+
+
+def search_rows(sweep: str) -> list[dict]:
+    """Four samples of one video: the best (ran to its end, best at step 100), one stopped early at the first
+    rung, one failed after its first rung, one that ran to its end but scored lower."""
+    def row(search, lr, steps, qk, steps_run, rungs, objectives, *, error=None, best=False):
+        scored = [(o, s) for o, s in zip(objectives, rungs)]
+        top = max(scored, key=lambda p: (p[0], -p[1])) if scored else (None, None)
+        config = {"inversion.lr": lr, "inversion.steps": steps, "qk": qk}
+        return {"sweep": sweep, "search": search, "experiment": f"{sweep}-search", "config": json.dumps(config),
+                "status": "error" if error else "ok", "error": error, "steps_max": steps, "steps_run": steps_run,
+                "stopped_early": error is None and steps_run < steps, "rungs": rungs, "objectives": objectives,
+                "best_step": top[1], "best_objective": top[0], "is_best": best, "videos": 1,
+                "inversion_keys": [f"key-{search}"], "seconds": 10.0 * steps_run, "code_version": "test", **config}
+
+    return [row("s_best", 0.0125, 200, "2d", 200, [50, 100, 200], [0.41, 0.5512, 0.52], best=True),
+            row("s_early", 0.0033, 400, "1d", 50, [50], [0.30]),
+            row("s_failed", 0.041, 200, "1d", 50, [50], [0.2], error=SEARCH_ERROR),
+            row("s_low", 0.002, 100, "2d", 100, [50, 100], [0.35, 0.45])]
+
+
+def write_search(store: Store, sweep: str, rows: list[dict], seconds: float = 321.0) -> dict:
+    """search.parquet through sweep.search's own table builder, and the search.json summarize would write."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from sweep.search import _to_table
+    from sweep.tables import SEARCH_SCHEMA
+
+    sink = pa.BufferOutputStream()  # as summarize writes it
+    pq.write_table(_to_table(rows, SEARCH_SCHEMA), sink)
+    store.write_bytes_atomic(f"{sweep}/search.parquet", sink.getvalue().to_pybytes())
+    winner = next(r for r in rows if r["is_best"])
+    run, full = sum(r["steps_run"] for r in rows), sum(r["steps_max"] for r in rows)  # one video
+    summary = {
+        "sweep": sweep, "experiment": f"{sweep}-search", "experiment_path": f"/x/{sweep}/tune/{sweep}-search",
+        "algorithm": "random", "space": {"inversion.lr": {"loguniform": [0.002, 0.05]},
+                                         "inversion.steps": {"choice": [100, 200, 400]}, "qk": {"choice": ["1d", "2d"]}},
+        "objective": {"metric": "motion_fidelity", "mode": "max", "penalty": {"appearance_leakage": 0.5}},
+        "scheduler": {"asha": {"time_attr": "asha_time", "grace_period": 1, "max_t": 4.0, "reduction_factor": 2.0,
+                               "rungs": [50, 100, 200]}},
+        "samples": 6, "trials": len(rows), "stopped_early": sum(r["stopped_early"] for r in rows),
+        "errors": sum(r["status"] == "error" for r in rows),
+        "best": {"search": winner["search"], "config": json.loads(winner["config"]), "step": winner["best_step"],
+                 "objective": winner["best_objective"], "inversion_keys": winner["inversion_keys"],
+                 "embeddings": [f"/x/store/inversions/{k}/step-{winner['best_step']}" for k in winner["inversion_keys"]]},
+        "compute": {"inversion_steps_run": run, "inversion_steps_to_end": full, "fraction_run": run / full,
+                    "seconds": seconds}}
+    store.write_json(f"{sweep}/search.json", summary)
+    return summary
+
+
+def _section(page: str, start: str, end: str = "</section>") -> str:
+    i = page.index(start)
+    return page[i:page.index(end, i)]
+
+
+def _plain_text(html: str) -> str:
+    """What the browser shows: tags dropped, entities decoded, runs of white space as one space."""
+    return " ".join(unescape(re.sub(r"<[^>]+>", "", html)).split())
+
+
+def test_the_search_section_shows_objective_samples_plot_and_compute(tmp_path):
+    spec = make_spec(tmp_path, n_videos=2, axes={"qk": ["1d"], "v": ["2d"], "debias": ["difference"]})
+    store = run_fake(spec)
+    folder = Path(spec.storage) / spec.name
+    report(folder, n_boot=0, echo=False)
+    page = _page(str(folder))
+    assert 'id="search"' not in page and 'href="#search"' not in page  # no search.json: no section
+    assert not list(Path(folder, "report").glob("build-*/plots/search-*.svg"))
+
+    rows = search_rows(spec.name)
+    summary = write_search(store, spec.name, rows)
+    report(folder, n_boot=0, echo=False)
+    page = _page(str(folder))
+    assert 'href="#search"' in page and page.count('<section id="search">') == 1
+    section = _section(page, '<section id="search">')
+    text = _plain_text(section)
+    assert "max motion_fidelity − 0.5·appearance_leakage" in text
+    assert "random" in text and "ASHA, rungs at inversion steps 50, 100, 200 (reduction factor 2)" in text
+    assert "4 of 6 requested" in text
+    # the best sample: its config and its best step (100, not its last step 200)
+    best = _plain_text(_section(page, 'id="search-best-abl"', "</p>"))
+    assert "inversion.lr=0.0125, inversion.steps=200, qk=2d at inversion step 100: objective 0.5512" in best
+    assert "s_best" in best and "/x/store/inversions/key-s_best/step-100" in section
+    # the samples, best first, then by best objective; the failed one listed with its (escaped) error
+    table = _text_cells(_section(page, 'id="search-table-abl"', "</table>"))
+    assert table[0][:5] == ["", "sample", "inversion.lr", "inversion.steps", "qk"]
+    assert [r[1] for r in table[1:]] == ["s_best", "s_low", "s_early", "s_failed"]
+    by = {r[1]: dict(zip(table[0], r)) for r in table[1:]}
+    assert by["s_best"][""] == "★ best" and all(by[s][""] == "" for s in ("s_low", "s_early", "s_failed"))
+    assert by["s_best"]["best step"] == "100" and by["s_best"]["best objective"] == "0.5512"
+    assert by["s_best"]["steps run / max"] == "200 / 200" and by["s_best"]["stopped early"] == "no"
+    assert by["s_early"]["stopped early"] == "yes, at step 50" and by["s_early"]["steps run / max"] == "50 / 400"
+    assert by["s_early"]["inversion.lr"] == "0.0033" and by["s_early"]["status"] == "ok"
+    assert by["s_failed"]["status"] == f"error: {SEARCH_ERROR}" and by["s_failed"]["stopped early"] == "–"
+    assert "&lt;at step 60&gt; &amp; more" in section and "<at step 60>" not in page
+    assert by["s_best"]["objective at each step"] == "50: 0.4100 · 100: 0.5512 · 200: 0.5200"
+    # compute: the steps planted, what early stopping saved
+    run, full = sum(r["steps_run"] for r in rows), sum(r["steps_max"] for r in rows)
+    assert (run, full) == (400, 900) == (summary["compute"]["inversion_steps_run"],
+                                         summary["compute"]["inversion_steps_to_end"])
+    compute = _plain_text(_section(page, 'id="search-compute-abl"', "</p>"))
+    assert f"{run} of {full} inversion steps run ({run / full:.0%})" in compute
+    assert f"early stopping saved {full - run} steps ({(full - run) / full:.0%})" in compute
+    assert "500 steps (56%)" in compute and "5.3 min" in compute  # 321 s
+    # the plot: an SVG in this build, shown in the section, one line per sample
+    plots = re.findall(r'<img src="(build-[0-9a-f]+/plots/search-abl\.svg)"', section)
+    assert len(plots) == 1
+    svg = Path(folder, "report", plots[0]).read_text()
+    assert svg.lstrip().startswith("<?xml") and "Matplotlib" in svg and "best: step 100" in svg
+    assert "stopped early" in svg and "failed" in svg and "ran to its end" in svg
+    assert "inversion step" in svg and "max motion_fidelity − 0.5·appearance_leakage" in svg
+
+
+def test_search_blocks_per_sweep_of_a_storage_root(tmp_path):
+    """A storage root: one block per sweep that ran a search; a sweep without one gets none."""
+    axes = {"qk": ["1d"], "v": ["2d"], "debias": ["difference"]}
+    first = make_spec(tmp_path, name="one", n_videos=1, axes=axes)
+    second = make_spec(tmp_path, name="two", n_videos=1, axes=axes)
+    third = make_spec(tmp_path, name="three", n_videos=1, axes=axes)
+    store = run_fake(first)
+    run_fake(second)
+    run_fake(third)
+    rows = search_rows("one")
+    write_search(store, "one", rows)
+    low = [{**r, "is_best": r["search"] == "s_low", "search": f"t_{r['search']}"} for r in rows]
+    write_search(store, "three", low)
+    # a search.json alone (no scored sample, no scheduler, no search.parquet): a block that says so
+    fourth = make_spec(tmp_path, name="four", n_videos=1, axes=axes)
+    run_fake(fourth)
+    store.write_json("four/search.json", {
+        "algorithm": "random", "objective": {"metric": "appearance_leakage", "mode": "min", "penalty": {}},
+        "scheduler": None, "samples": 2, "trials": 0, "stopped_early": 0, "errors": 0, "best": None,
+        "compute": {"inversion_steps_run": 0, "inversion_steps_to_end": 0, "fraction_run": None, "seconds": 2.0}})
+    report(first.storage, n_boot=0, echo=False)
+    page = _page(first.storage)
+    section = _section(page, '<section id="search">')
+    assert 'id="search-one"' in section and 'id="search-three"' in section and 'id="search-two"' not in section
+    assert 'id="search-table-one"' in section and 'id="search-table-three"' in section
+    best = _plain_text(_section(page, 'id="search-best-three"', "</p>"))
+    assert "inversion.lr=0.002, inversion.steps=100, qk=2d at inversion step 100: objective 0.4500" in best
+    four = _plain_text(_section(section, 'id="search-four"', '<h3 id="search-one"'))
+    assert "min appearance_leakage" in four and "none: every sample runs to its end" in four
+    assert "No best sample: none was scored." in four and "No samples recorded" in four
+    assert "inversion steps run are not recorded. Wall time of the search: 2.0 s." in four
+    build = re.search(r'src="(build-[0-9a-f]+)/gallery.js"', page).group(1)
+    assert {p.name for p in Path(first.storage, "report", build, "plots").glob("search-*.svg")} == {
+        "search-one.svg", "search-three.svg"}
+
+
+def test_objective_formula_signs_follow_objective_of():
+    from sweep.trainable import objective_of
+
+    objective = {"metric": "motion_fidelity", "mode": "max", "penalty": {"appearance_leakage": 0.5,
+                                                                          "text_similarity": 2}}
+    assert objective_formula(objective) == "max motion_fidelity − 0.5·appearance_leakage + 2·text_similarity"
+    metrics = {"motion_fidelity": 0.8, "appearance_leakage": 0.2, "text_similarity": 0.3}
+    assert objective_of(metrics, objective) == pytest.approx(0.8 - 0.5 * 0.2 + 2 * 0.3)
+    minimise = {"metric": "appearance_leakage", "mode": "min", "penalty": {"motion_fidelity": 1}}
+    assert objective_formula(minimise) == "min appearance_leakage − 1·motion_fidelity"
+    assert objective_of(metrics, minimise) == pytest.approx(0.2 - 0.8)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 FAULT_PROMPT = "FAULTY"  # generations whose prompt holds this raise inside the worker (tests/fault_injection.py)
+TRANSIENT_PROMPT = "TRANSIENT"  # ... fail only twice (the batch, then the one-by-one retry): a passing fault
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,8 @@ def ray_local(tmp_path_factory):
     import fault_injection
     from sweep.runner import init_ray
 
-    env = fault_injection.runtime_env([{"stage": "generate", "prompt": FAULT_PROMPT}],
+    env = fault_injection.runtime_env([{"stage": "generate", "prompt": FAULT_PROMPT},
+                                       {"stage": "generate", "prompt": TRANSIENT_PROMPT, "times": 2}],
                                       tmp_path_factory.mktemp("faults"))
     started = init_ray("local", num_cpus=2, runtime_env=env)
     yield ray
@@ -122,6 +124,45 @@ def test_an_injected_generation_failure_costs_one_row(ray_local, tmp_path):
     assert len(bad) == 1 and FAULT_PROMPT in bad[0]["prompt"] and "injected fault" in bad[0]["error"]
     assert bad[0]["text_similarity"] is None
     assert all(r["text_similarity"] is not None for r in rows if r["status"] == "ok")
+
+
+def test_error_rows_fail_the_run_until_retried_and_retry_errors_replaces_them(ray_local, tmp_path, capsys):
+    import videoio
+    from sweep.cli import _print_run
+    from sweep.runner import run_sweep
+    from sweep.spec import Spec
+    from sweep.tables import load
+
+    video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
+    spec = Spec.model_validate({
+        "name": "transient", "preset": "tiny", "storage": str(tmp_path / "results"),
+        "data": [{"video": str(video), "source_prompt": "a square",
+                  "prompts": ["a ball rolls", f"a {TRANSIENT_PROMPT} prompt", "a car drives"]}],
+        "axes": {"qk": ["1d", "2d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
+        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
+    })
+    first = run_sweep(spec, verbose=0)  # the 1d trial meets the fault twice (batch, then alone): one error row
+    assert first.failed == {} and first.error_rows == 1 and len(first.error_trials) == 1
+    assert _print_run(first) == 1
+    err = capsys.readouterr().err
+    assert "1 error row(s) in 1 trial(s)" in err and "--retry-errors" in err and first.storage in err
+    before = {r["sample_key"]: r for r in load(first.storage).to_pylist()}
+    assert sorted(r["status"] for r in before.values()) == ["error", "ok", "ok", "ok", "ok", "ok"]
+
+    again = run_sweep(spec, verbose=0)  # a plain re-run: nothing to do, and still not a success
+    assert again.ran == 0 and again.error_rows == 1 and _print_run(again) == 1
+    capsys.readouterr()
+
+    retried = run_sweep(spec, verbose=0, retry_errors=True)
+    assert retried.retried == 1 and retried.ran == 1 and retried.error_rows == 0 and _print_run(retried) == 0
+    after = {r["sample_key"]: r for r in load(first.storage).to_pylist()}
+    assert after.keys() == before.keys() and {r["status"] for r in after.values()} == {"ok"}  # replaced, not added
+    for key, row in before.items():
+        if row["status"] == "ok":  # the samples that had succeeded come back from the store unchanged
+            assert after[key]["text_similarity"] == row["text_similarity"]
+    inversions = [r for r in load(first.storage, table="inversions").to_pylist()
+                  if r["trial_id"] == first.error_trials[0]]
+    assert len(inversions) == 1 and inversions[0]["cached"]  # its embeddings were not learned again
 
 
 def test_cli_plan_json_and_validation_errors(tmp_path):
