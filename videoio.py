@@ -55,6 +55,44 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     return frames
 
 
+def probe_video(path: str | os.PathLike, needed: int) -> tuple[int, int, int]:
+    """Decode only what shows a video is usable: its header and first `needed` frames (a folder: the first
+    `needed` images). Returns (frames decoded, height, width); VideoError says what is wrong (unreadable,
+    corrupt, or fewer than `needed` frames)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    if not path.exists():
+        raise VideoError(f"video not found: {path} (give an mp4/gif/webm file or a folder of frames)")
+    try:
+        if path.is_dir():
+            files = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+            frames = [_rgb(iio.imread(f)) for f in files[:needed]]
+            total = len(files)
+        else:
+            if path.suffix.lower() in IMAGE_SUFFIXES:
+                raise VideoError(f"{path} is a still image, not a video; give a video file or a folder of frames")
+            plugin = "pillow" if path.suffix.lower() == ".gif" else "pyav"
+            frames = []
+            for frame in iio.imiter(path, plugin=plugin):
+                frames.append(_rgb(np.asarray(frame)))
+                if len(frames) >= needed:
+                    break
+            total = len(frames)
+    except VideoError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
+        raise VideoError(f"cannot decode video {path}: {type(exc).__name__}: {exc}") from None
+    if not frames:
+        raise VideoError(f"{path} holds no decodable frame")
+    if len({f.shape for f in frames}) != 1:
+        raise VideoError(f"frames in {path} differ in size; resize them to one size first")
+    if total < needed:
+        raise VideoError(f"{path} has {total} frames but the sweep needs {needed} (frames, start and stride); "
+                         "lower them or use a longer video")
+    return len(frames), frames[0].shape[0], frames[0].shape[1]
+
+
 def _rgb(frame: np.ndarray) -> np.ndarray:
     frame = np.asarray(frame)
     if frame.ndim == 2:

@@ -45,7 +45,7 @@ def utilisation(slots: int = 2) -> dict:
     from sweep.runner import init_ray, run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = demo_spec(tmp, name="bench")
+        spec = demo_spec(tmp, name="bench", preset="tiny")
         extra = videoio.write_video(Path(tmp) / "demo-videos" / "square-diagonal.mp4",
                                     videoio.moving_shape_video(12, 64, 64, direction=(1.0, 1.0), texture_seed=7))
         data = spec.model_dump(mode="json")

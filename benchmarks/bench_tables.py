@@ -99,9 +99,12 @@ def measure(storage: str, sweep: str, n_parts: int, repeats: int) -> dict:
 
 def s3_storage():
     """moto's S3 server on 127.0.0.1 with fake credentials (never a real AWS endpoint)."""
-    from moto.server import ThreadedMotoServer
-    import pyarrow.fs as pafs
+    import logging
 
+    import pyarrow.fs as pafs
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()

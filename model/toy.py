@@ -73,8 +73,12 @@ CLIP_MODEL_CONFIG = dict(
 CLIP_PREPROCESS = dict(mean=[0.5, 0.5, 0.5], std=[0.5, 0.5, 0.5], interpolation="bicubic", resize_mode="shortest")
 
 #: Settings that work in the toy world (measured by the build / tests; see benchmarks/README.md "Toy world").
-INVERSION_DEFAULTS = dict(steps=150, lr=0.02)
+#: The toy UNet's temporal attention is small: the embeddings need a higher learning rate than ZeroScope's 0.02.
+INVERSION_DEFAULTS = dict(steps=300, lr=0.1)
 GENERATION_DEFAULTS = dict(steps=30, guidance=12.0, noise_prior=0.5)
+#: `motion-sweep demo`'s settings: cold to tables in about 90 s on 2 CPU cores (fewer inversion steps than the
+#: tests' transfer settings; the demo's table says how many).
+DEMO_SETTINGS = dict(inversion_steps=100, lr=0.1, ddim_steps=20, generation_steps=20, guidance=12.0)
 
 
 @dataclass

@@ -14,7 +14,7 @@ _LAZY = {
     "load_spec": "spec", "Spec": "spec", "SpecError": "spec",
     "make_plan": "plan", "plan_summary": "plan", "Plan": "plan", "Trial": "plan",
     "Store": "store",
-    "load": "tables", "write_part": "tables", "describe_tables": "tables",
+    "load": "tables", "write_part": "tables", "describe_tables": "tables", "compact": "tables",
     "summarize": "report", "compare": "report", "report": "report",
 }
 

@@ -54,7 +54,7 @@ import pyarrow as pa
 from vocabulary import APPLIED, METRICS, SAMPLE_METRICS, applied
 
 from .report import (CI_METHOD, MIN_VIDEOS, STEP, TEST, _column, _num, best_rows, paper_cells,
-                     random_weights_warning)
+                     backbone_warning)
 from .search import objective_formula
 from .store import Store
 from .tables import describe_tables, load, _sweep_stores
@@ -926,7 +926,7 @@ def render_page(*, build: str, plots: list[dict], page_size: int, table: pa.Tabl
     env.filters["stars"] = _stars
     env.filters["hours"] = lambda h: "–" if h is None else f"{h:,.2f}" if h >= 0.1 else f"{h * 60:,.1f} min"
     return env.from_string(TEMPLATE).render(
-        title=", ".join(sweeps) or "empty sweep", build=build, warning=random_weights_warning(table),
+        title=", ".join(sweeps) or "empty sweep", build=build, warning=backbone_warning(table),
         baseline_line=baseline_line.replace("`", ""), sizes=sizes(table, plans, inversions),
         paper={"header": header, "rows": list(zip(labels, values)),
                "legend": [line.replace("\\*", "*") for line in legend]},

@@ -663,13 +663,19 @@ def _comparisons_section(comparisons: pa.Table) -> list[str]:
     return _md_table(header, rows)
 
 
-def random_weights_warning(table: pa.Table) -> Optional[str]:
-    """What the report's heading says when ok rows were scored with random-weight metric backbones, else None."""
+def backbone_warning(table: pa.Table) -> Optional[str]:
+    """What the report's first line says about where the numbers come from, when it is not a real model with
+    trained metric backbones: random-weight metric backbones (plumbing only), or the toy world (the method in
+    miniature); None otherwise."""
     status = _column(table, "status")
     pretrained = [p for p, s in zip(_column(table, "pretrained_metrics"), status) if s == "ok" and p is not None]
     if pretrained and not all(pretrained):
         return (f"RANDOM-WEIGHT METRIC BACKBONES ({pretrained.count(False)} of {len(pretrained)} rows): "
                 "these numbers test the plumbing, not the method")
+    presets = {p for p, s in zip(_column(table, "preset"), status) if s == "ok"}
+    if "toy" in presets:
+        return ("TOY-WORLD NUMBERS: a tiny text-to-video model and CLIP trained on moving shapes (preset toy); "
+                "they show the method's effects in miniature, not ZeroScope's")
     return None
 
 
@@ -679,7 +685,7 @@ def render(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table
     table, the per-variant summary, the paired comparisons, notes."""
     status = _column(table, "status")
     heading = f"# Summary: {title}"
-    warning = random_weights_warning(table)
+    warning = backbone_warning(table)
     if warning:
         heading += f" — {warning}"
     n_ok, n_err = status.count("ok"), status.count("error")
@@ -777,6 +783,6 @@ def html_report_path(path: str | os.PathLike, out_dir: Optional[str | os.PathLik
     return (_out_dir(path, out_dir) / "report" / "index.html").resolve()
 
 
-__all__ = ["BaselineError", "MIN_VIDEOS", "best_rows", "compare", "holm", "html_report_path", "paper_cells",
-           "paper_method_variants", "paper_table", "random_weights_warning", "reference_frames", "render", "report",
+__all__ = ["backbone_warning", "BaselineError", "MIN_VIDEOS", "best_rows", "compare", "holm", "html_report_path", "paper_cells",
+           "paper_method_variants", "paper_table", "reference_frames", "render", "report",
            "signed_rank_p", "summarize", "summary_notes", "video_ci", "with_user_preference"]

@@ -146,7 +146,7 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     samples that succeeded come from the store)."""
     import ray
 
-    from .trainable import ensure_reference, ensure_reference_set, reference_set_part
+    from .trainable import ensure_reference_set, reference_set_part
 
     started = time.perf_counter()
     fingerprints = {item.video: item.sha256 or fingerprint_video(item.video) for item in spec.data}
@@ -198,6 +198,23 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     if run_search:  # the default point's DDIM inversions (a sample that searches DDIM settings makes its own)
         needed_ddims |= set(sample_trials(spec, _base_config(spec), fingerprints)[1])
     trials = {t.trial_id: t for t in todo}
+    # every video this run needs, probed here before Ray starts: a bad one costs its own rows, nothing is scheduled
+    bad_videos = probe_videos([ddims[k] for k in sorted(needed_ddims) if k in ddims])
+    for t in [t for t in todo if t.ddim_key in bad_videos]:
+        error = f"reference video {t.video_path}: {bad_videos[t.ddim_key]}"
+        write_part(store, spec.name, t.trial_id, [sample_row(g.columns, error=error) for g in t.generations])
+        summary.failed[t.trial_id] = error
+        trials.pop(t.trial_id)
+    if bad_videos:
+        print(f"{spec.name}: {len(bad_videos)} reference video(s) refused before Ray started (their trials' rows "
+              "are errors):\n" + "\n".join(f"  {ddims[k].video_path}: {e}" for k, e in sorted(bad_videos.items())),
+              file=sys.stderr)
+        if run_search:
+            summary.failed["search"] = "not run: " + "; ".join(sorted(set(bad_videos.values())))
+            run_search = False
+        if not trials and not run_search and not need_set:
+            summary.seconds = time.perf_counter() - started
+            return _count_errors(store, spec.name, summary)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     tracking = tracking_callbacks(spec)  # before Ray starts: a missing package is the user's to fix
     we_started = init_ray(address, num_cpus=num_cpus)
@@ -209,31 +226,10 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             error = ray.get(task.remote(store, spec.name, spec.reference_set, info["metrics"], size, set_part))
             if error:
                 summary.failed["reference_set"] = error
-        missing = [ddims[k] for k in sorted(needed_ddims) if k in ddims and not store.has_ddim(k)]
-        if missing:
-            print(f"{spec.name}: DDIM-inverting {len(missing)} video(s)", file=sys.stderr)
-            task = ray.remote(num_cpus=resources["cpu"], num_gpus=resources["gpu"], max_retries=max_failures)(
-                ensure_reference)
-            refs = {d.video: task.remote(store, d, info["preset"], info["model"]) for d in missing}
-            for video, ref in refs.items():
-                try:
-                    ray.get(ref)
-                    summary.ddim_inversions += 1
-                except Exception as exc:  # noqa: BLE001 - this video's trials fail below with the cause
-                    summary.failed[f"ddim:{video}"] = _short(exc)
-            bad = {d.ddim_key: summary.failed[f"ddim:{d.video}"] for d in missing
-                   if f"ddim:{d.video}" in summary.failed}
-            for t in [t for t in todo if t.ddim_key in bad]:
-                # A bad video costs its own rows, as error rows with the cause, never the sweep. Its trials
-                # count as done: a fixed video has another fingerprint, hence other keys.
-                error = f"reference video {t.video_path}: {bad[t.ddim_key]}"
-                write_part(store, spec.name, t.trial_id, [sample_row(g.columns, error=error)
-                                                          for g in t.generations])
-                summary.failed[t.trial_id] = error
-                trials.pop(t.trial_id)
-            if run_search and bad:  # every sample inverts every video: fix the video first
-                summary.failed["search"] = "not run: " + "; ".join(sorted(set(bad.values())))
-                run_search = False
+        # Each video's DDIM inversion is made inside the first trial that needs it, under a lease (the others
+        # wait for it): no separate stage that every trial would wait behind.
+        missing = [ddims[k] for k in sorted(needed_ddims)
+                   if k in ddims and k not in bad_videos and not store.has_ddim(k)]
         _keep_credentials_out_of_ray()
         # Trials report the loss every step and the metrics only at checkpoints: Tune's documented switch lets
         # a result lack the declared metric (it is read on the driver, when each result arrives).
@@ -247,11 +243,52 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             _fit_search(spec, store, fingerprints, info, resources, max_concurrent, max_failures, verbose,
                         [*tracking_callbacks(spec), *(callbacks or [])], summary)
         summary.fit_seconds = time.perf_counter() - fit_started
+        summary.ddim_inversions = sum(store.has_ddim(d.ddim_key) for d in missing)
     finally:
         if we_started:
             ray.shutdown()
     summary.seconds = time.perf_counter() - started
     return _count_errors(store, spec.name, summary)
+
+
+def probe_videos(ddims: list) -> dict[str, str]:
+    """{ddim_key: problem} of the DDIM inversions whose video cannot be used: each distinct video (by content
+    and frame sampling) is probed once, its header and the frames the sweep needs decoded; the verdict is
+    cached under MOTION_SWEEP_CACHE by content hash, so a re-run decodes nothing."""
+    import json
+    from pathlib import Path
+
+    import videoio
+
+    cache = Path(os.environ.get("MOTION_SWEEP_CACHE", Path.home() / ".cache" / "motion-sweep")) / "probes"
+    out: dict[str, str] = {}
+    seen: dict[tuple, Optional[str]] = {}
+    for d in ddims:
+        c = d.config
+        needed = c["start"] + (c["frames"] - 1) * c["stride"] + 1
+        key = (d.fingerprint, needed)
+        if key not in seen:
+            verdict = cache / f"{d.fingerprint}-{needed}.json"
+            if verdict.is_file():
+                seen[key] = json.loads(verdict.read_text()).get("problem")
+            else:
+                try:
+                    local = d.video_path
+                    if "://" in local:
+                        from .plan import fetch_video
+
+                        local = str(fetch_video(local, d.fingerprint, cache.parent / "videos"))
+                    videoio.probe_video(local, needed)
+                    seen[key] = None
+                except (videoio.VideoError, OSError) as exc:
+                    seen[key] = str(exc)
+                verdict.parent.mkdir(parents=True, exist_ok=True)
+                tmp = verdict.with_name(f".tmp-{os.getpid()}-{verdict.name}")
+                tmp.write_text(json.dumps({"problem": seen[key]}))
+                os.replace(tmp, verdict)
+        if seen[key] is not None:
+            out[d.ddim_key] = seen[key]
+    return out
 
 
 def _error_trials(store: Store, sweep: str) -> dict[str, int]:

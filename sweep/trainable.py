@@ -91,7 +91,7 @@ def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str 
             ref.metadata.update(video=ddim.video, fingerprint=ddim.fingerprint, base_model=ddim.base_model)
             ref.save(local)
             store.upload(local, rel)
-            return ref
+            return Reference.load(local)  # what every other trial reads: the stored bytes, not the in-memory copy
         finally:
             lease.release()
 

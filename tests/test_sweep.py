@@ -36,7 +36,7 @@ def demo_run(ray_local, tmp_path_factory):
     from sweep.runner import run_sweep
 
     storage = tmp_path_factory.mktemp("demo")
-    spec = demo_spec(storage, inversion_steps=3, ddim_steps=2, generation_steps=2)
+    spec = demo_spec(storage, preset="tiny", inversion_steps=3, ddim_steps=2, generation_steps=2)
     summary = run_sweep(spec, verbose=0)
     return spec, make_plan(spec), summary
 
@@ -91,7 +91,8 @@ def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
     store = Store(spec.storage)
     metas = {t.inversion_key: store.local_path(store.inversion_meta_path(t.inversion_key)).stat().st_mtime_ns
              for t in plan.trials if not t.base}
-    other = demo_spec(Path(spec.storage), name="demo-again", inversion_steps=3, ddim_steps=2, generation_steps=2)
+    other = demo_spec(Path(spec.storage), name="demo-again", preset="tiny", inversion_steps=3, ddim_steps=2,
+                      generation_steps=2)
     summary = run_sweep(other, verbose=0)
     assert summary.failed == {} and summary.ddim_inversions == 0
     for key, mtime in metas.items():
@@ -220,3 +221,42 @@ def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(ray_local, tmp_path):
     assert by_video["good"]["status"] == "ok"
     assert by_video["bad"]["status"] == "error" and "cannot decode video" in by_video["bad"]["error"]
     assert any("bad.mp4" in e for e in summary.failed.values())  # and the run's summary names it
+    assert summary.ddim_inversions == 1  # refused by the probe before Ray: no worker ever tried it
+
+
+def test_bad_videos_are_refused_together_before_ray_starts_and_the_verdict_is_cached(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import ray
+
+    import videoio
+    from sweep import runner
+    from sweep.plan import make_plan
+    from sweep.runner import run_sweep
+    from sweep.spec import Spec
+    from sweep.tables import load
+
+    short = videoio.write_video(tmp_path / "short.mp4", videoio.moving_shape_video(4, 64, 64))
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42 truncated")
+    monkeypatch.setenv("MOTION_SWEEP_CACHE", str(tmp_path / "cache"))
+    spec = Spec.model_validate({
+        "name": "refused", "preset": "tiny", "storage": str(tmp_path / "results"),
+        "data": [{"video": str(v), "source_prompt": "a square", "prompts": ["a ball rolls"]} for v in (short, corrupt)],
+        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
+        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
+    })
+    started = ray.is_initialized()
+    summary = run_sweep(spec, verbose=0)
+    assert ray.is_initialized() == started  # nothing to schedule: Ray was never started
+    err = capsys.readouterr().err
+    assert "2 reference video(s) refused before Ray started" in err
+    assert "short.mp4 has 4 frames but the sweep needs 8" in err and "cannot decode video" in err
+    rows = load(summary.storage).to_pylist()
+    assert len(rows) == 2 and {r["status"] for r in rows} == {"error"} and summary.error_rows == 2
+    assert len(list((tmp_path / "cache" / "probes").glob("*.json"))) == 2
+
+    def no_decoding(*a, **k):
+        raise AssertionError("probed again")
+    monkeypatch.setattr(videoio, "probe_video", no_decoding)
+    ddims = make_plan(spec).ddim_inversions
+    assert set(runner.probe_videos(ddims)) == {d.ddim_key for d in ddims}  # the same verdicts, from the cache
