@@ -260,3 +260,14 @@ def test_bad_videos_are_refused_together_before_ray_starts_and_the_verdict_is_ca
     monkeypatch.setattr(videoio, "probe_video", no_decoding)
     ddims = make_plan(spec).ddim_inversions
     assert set(runner.probe_videos(ddims)) == {d.ddim_key for d in ddims}  # the same verdicts, from the cache
+
+
+def test_the_toy_demo_without_its_weights_says_how_to_build_them(tmp_path, monkeypatch, capsys):
+    import model.toy
+    from sweep.cli import main
+
+    monkeypatch.setattr(model.toy, "PIPELINE_DIR", tmp_path / "toy_world" / "pipeline")
+    assert main(["demo", "--preset", "toy", "--storage", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "python -m model.toy build" in err and "motion-sweep demo" in err
+    assert not (tmp_path / "out").exists()  # nothing started, nothing written
