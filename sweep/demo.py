@@ -63,45 +63,28 @@ def make_toy_demo_videos(folder: Path) -> dict[str, tuple[Path, str, str]]:
     return out
 
 
-def demo_spec(storage: str | Path, name: str = "demo", preset: str = "toy", inversion_steps: int | None = None,
+def demo_spec(storage: str | Path, name: str = "demo", preset: str = "tiny", inversion_steps: int | None = None,
               ddim_steps: int | None = None, generation_steps: int | None = None) -> Spec:
     """The demo's spec: 2 videos × 1 edit prompt × the seed grid (36 points → 20 variants, 8 inversions each).
-    `toy`: the toy world's clips and settings that work there (`model.toy`); `tiny`: plumbing in seconds."""
-    if preset == "toy":
-        return _toy_demo_spec(storage, name, inversion_steps, ddim_steps, generation_steps)
-    if preset != "tiny":
-        raise ValueError(f"the demo runs the toy or the tiny preset, not {preset!r}")
-    inversion_steps, ddim_steps, generation_steps = inversion_steps or 8, ddim_steps or 5, generation_steps or 4
+    `tiny`: textured shapes, plumbing in seconds; `toy`: the toy world's clips and the settings that work there
+    (`model.toy.DEMO_SETTINGS`). Step counts given here win over the preset's."""
     storage = Path(storage).resolve()
-    videos = make_demo_videos(storage / "demo-videos")
+    if preset == "tiny":
+        videos = make_demo_videos(storage / "demo-videos")
+        data = [(videos[v], src, edit) for v, (_, _, src, edit) in DEMO_VIDEOS.items()]
+        inversion = {"steps": inversion_steps or 8, "ddim_steps": ddim_steps or 5}
+        generation = {"steps": generation_steps or 4}
+    elif preset == "toy":
+        from model.toy import DEMO_SETTINGS as toy
+
+        data = list(make_toy_demo_videos(storage / "demo-videos-toy").values())
+        inversion = {"steps": inversion_steps or toy["inversion_steps"], "lr": toy["lr"],
+                     "ddim_steps": ddim_steps or toy["ddim_steps"]}
+        generation = {"steps": generation_steps or toy["generation_steps"], "guidance": toy["guidance"]}
+    else:
+        raise ValueError(f"the demo runs the tiny or the toy preset, not {preset!r}")
     return Spec.model_validate({
-        "name": name,
-        "preset": "tiny",
-        "storage": str(storage),
-        "data": [{"video": str(videos[name]), "source_prompt": src, "prompts": [edit]}
-                 for name, (_, _, src, edit) in DEMO_VIDEOS.items()],
-        "axes": SEED_GRID,
-        "inversion": {"steps": inversion_steps, "ddim_steps": ddim_steps},
-        "generation": {"steps": generation_steps},
-        "resources": {"cpu": 1},
-    })
-
-
-def _toy_demo_spec(storage: str | Path, name: str, inversion_steps: int | None, ddim_steps: int | None,
-                   generation_steps: int | None) -> Spec:
-    from model.toy import DEMO_SETTINGS
-
-    storage = Path(storage).resolve()
-    videos = make_toy_demo_videos(storage / "demo-videos-toy")
-    return Spec.model_validate({
-        "name": name,
-        "preset": "toy",
-        "storage": str(storage),
-        "data": [{"video": str(path), "source_prompt": src, "prompts": [edit]} for path, src, edit in videos.values()],
-        "axes": SEED_GRID,
-        "inversion": {"steps": inversion_steps or DEMO_SETTINGS["inversion_steps"], "lr": DEMO_SETTINGS["lr"],
-                      "ddim_steps": ddim_steps or DEMO_SETTINGS["ddim_steps"]},
-        "generation": {"steps": generation_steps or DEMO_SETTINGS["generation_steps"],
-                       "guidance": DEMO_SETTINGS["guidance"]},
-        "resources": {"cpu": 1},
+        "name": name, "preset": preset, "storage": str(storage),
+        "data": [{"video": str(path), "source_prompt": src, "prompts": [edit]} for path, src, edit in data],
+        "axes": SEED_GRID, "inversion": inversion, "generation": generation, "resources": {"cpu": 1},
     })
