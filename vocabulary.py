@@ -11,7 +11,9 @@ nothing: `debias` is `normalize` in a grid point that removed MV, `debias_applie
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Optional
 
 # ------------------------------------------------------------------------------------------- designs
@@ -94,6 +96,13 @@ PAPER_COLUMNS = ("text_similarity", "motion_fidelity", "temporal_consistency", "
 
 
 # ------------------------------------------------------------------------------------------- presets
+def cache_dir() -> Path:
+    """This machine's cache (the tiny preset's weights, fetched reference videos, video probes):
+    MOTION_SWEEP_CACHE, else ~/.cache/motion-sweep."""
+    return Path(os.environ.get("MOTION_SWEEP_CACHE", Path.home() / ".cache" / "motion-sweep"))
+
+
+
 @dataclass(frozen=True)
 class Preset:
     """A base model plus the resolution it works at and the metric backbones that suit it."""

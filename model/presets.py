@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vocabulary import PRESETS, Preset
+from vocabulary import PRESETS, Preset, cache_dir
 
 TINY_FORMAT = 1  # bump when the tiny architecture changes, so stale caches are rebuilt
 
@@ -37,10 +37,6 @@ def get_preset(name: str, model: str | os.PathLike | None = None) -> Preset:
     if name == "toy" and model is None:
         model = toy_model_dir()
     return preset.with_model(model)
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("MOTION_SWEEP_CACHE", Path.home() / ".cache" / "motion-sweep"))
 
 
 def default_device() -> torch.device:

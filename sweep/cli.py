@@ -290,9 +290,9 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .tables import compact
+    from .tables import SCHEMAS, compact
 
-    done = compact(args.path, tuple(args.table or ("samples", "inversions", "references")), min_age_s=args.min_age)
+    done = compact(args.path, tuple(args.table or SCHEMAS), min_age_s=args.min_age)
     for sweep, tables in done.items():
         print(f"{sweep}: " + ", ".join(f"{t} {n} file{'s' if n != 1 else ''}" for t, n in tables.items())
               + " compacted")

@@ -24,6 +24,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
+from vocabulary import cache_dir
+
 from .plan import Plan, Trial, fingerprint_video, make_plan, save_plan
 from .tables import finished_parts, sample_row, write_part
 from .spec import Spec
@@ -164,8 +166,8 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
     grid = plan.trials if spec.has_grid else []
     written = finished_parts(store, spec.name) if spec.has_grid else set()
     todo = [t for t in grid if t.trial_id not in written]
-    retried = [t for t in grid if t not in todo and t.trial_id in _error_trials(store, spec.name)] \
-        if retry_errors else []
+    with_errors = _error_trials(store, spec.name) if retry_errors else {}
+    retried = [t for t in grid if t not in todo and t.trial_id in with_errors]
     todo += retried
     summary = RunSummary(spec.name, store.uri_of(spec.name), len(grid), len(todo), len(grid) - len(todo), 0,
                          retried=len(retried))
@@ -256,11 +258,10 @@ def probe_videos(ddims: list) -> dict[str, str]:
     and frame sampling) is probed once, its header and the frames the sweep needs decoded; the verdict is
     cached under MOTION_SWEEP_CACHE by content hash, so a re-run decodes nothing."""
     import json
-    from pathlib import Path
 
     import videoio
 
-    cache = Path(os.environ.get("MOTION_SWEEP_CACHE", Path.home() / ".cache" / "motion-sweep")) / "probes"
+    cache = cache_dir() / "probes"
     out: dict[str, str] = {}
     seen: dict[tuple, Optional[str]] = {}
     for d in ddims:
@@ -277,7 +278,7 @@ def probe_videos(ddims: list) -> dict[str, str]:
                     if "://" in local:
                         from .plan import fetch_video
 
-                        local = str(fetch_video(local, d.fingerprint, cache.parent / "videos"))
+                        local = str(fetch_video(local, d.fingerprint, cache_dir() / "videos"))
                     videoio.probe_video(local, needed)
                     seen[key] = None
                 except (videoio.VideoError, OSError) as exc:

@@ -585,7 +585,7 @@ def _read_files(store: Store, table: str, files: list, strict: bool, parallel: i
     return data, pa.chunked_array([pa.array([f.name] * t.num_rows, pa.string()) for f, t in kept], pa.string())
 
 
-def compact(path: str | os.PathLike, tables: Sequence[str] = ("samples", "inversions", "references"), *,
+def compact(path: str | os.PathLike, tables: Sequence[str] = tuple(SCHEMAS), *,
             sweeps: Optional[Sequence[str]] = None, min_age_s: float = 60.0) -> dict[str, dict[str, int]]:
     """Merge each sweep's finished parts (and earlier compacted files) into one compacted file per table.
 

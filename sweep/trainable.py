@@ -132,7 +132,7 @@ def local_video(ddim: DDIMInversion) -> str:
     """The reference video as a local path: itself, or a remote one (s3://…) fetched into this node's cache."""
     if "://" not in ddim.video_path:
         return ddim.video_path
-    from model.presets import cache_dir
+    from vocabulary import cache_dir
 
     return str(fetch_video(ddim.video_path, ddim.fingerprint, cache_dir() / "videos"))
 
@@ -582,11 +582,16 @@ def trainable(config: dict, trials: dict, ddims: dict, storage: str, sweep: dict
     if trial.trial_id not in redo and trial.trial_id in finished_parts(store, sweep["name"]):
         # finished after Tune last saved its state (a restored experiment hands it back)
         import pyarrow.compute as pc
+        import pyarrow.parquet as pq
 
         from .tables import load
 
-        rows = load(store.uri_of(sweep["name"]))
-        done = rows.filter(pc.equal(rows["trial_id"], trial.trial_id)).to_pylist()
+        part = store.part_path(sweep["name"], "samples", trial.trial_id)
+        if store.exists(part):  # its own file: read just that, not the whole table
+            done = pq.read_table(store.abspath(part), filesystem=store.fs).to_pylist()
+        else:  # inside a compacted file
+            rows = load(store.uri_of(sweep["name"]))
+            done = rows.filter(pc.equal(rows["trial_id"], trial.trial_id)).to_pylist()
         _tune_report({**_summary(done), "inversion_step": trial.inversion["steps"], "trial_seconds": 0.0})
         return
     run_trial(trial, ddims[trial.ddim_key], storage, sweep, report=_tune_report, resume=_tune_resume(),
