@@ -137,18 +137,21 @@ def test_error_rows_fail_the_run_until_retried_and_retry_errors_replaces_them(ra
     video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
     spec = Spec.model_validate({
         "name": "transient", "preset": "tiny", "storage": str(tmp_path / "results"),
+        # only the first trial holds the transient prompt: two trials that both held it would share its two
+        # failures between them (whichever runs first), and each would then pass on its one-by-one retry
         "data": [{"video": str(video), "source_prompt": "a square",
-                  "prompts": ["a ball rolls", f"a {TRANSIENT_PROMPT} prompt", "a car drives"]}],
-        "axes": {"qk": ["1d", "2d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
+                  "prompts": ["a ball rolls", f"a {TRANSIENT_PROMPT} prompt", "a car drives"]},
+                 {"video": str(video), "source_prompt": "a circle", "prompts": ["a ball rolls", "a car drives"]}],
+        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
         "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
     })
-    first = run_sweep(spec, verbose=0)  # the 1d trial meets the fault twice (batch, then alone): one error row
+    first = run_sweep(spec, verbose=0)  # the square's trial meets the fault twice (batch, then alone): one error row
     assert first.failed == {} and first.error_rows == 1 and len(first.error_trials) == 1
     assert _print_run(first) == 1
     err = capsys.readouterr().err
     assert "1 error row(s) in 1 trial(s)" in err and "--retry-errors" in err and first.storage in err
     before = {r["sample_key"]: r for r in load(first.storage).to_pylist()}
-    assert sorted(r["status"] for r in before.values()) == ["error", "ok", "ok", "ok", "ok", "ok"]
+    assert sorted(r["status"] for r in before.values()) == ["error", "ok", "ok", "ok", "ok"]
 
     again = run_sweep(spec, verbose=0)  # a plain re-run: nothing to do, and still not a success
     assert again.ran == 0 and again.error_rows == 1 and _print_run(again) == 1
