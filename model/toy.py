@@ -514,6 +514,38 @@ def direction_correct(frames: np.ndarray, motion: str) -> bool:
     return bool(n > 0.3 and d @ v / (n * np.linalg.norm(v)) > 0.8)
 
 
+FOUR_WAYS = ("right", "left", "up", "down")
+
+
+def motion_text_dependence(pipe, seeds: tuple[int, ...] = (0, 1, 2, 3), steps: int = 20, guidance: float = 9.0,
+                           shape: str = "square", color: str = "red", background: str = "grey") -> dict:
+    """Do motion words change the generated motion? Per seed, one initial latent is generated under the four
+    prompts "a red square moves right / left / up / down on a grey background"; the score is the mean cosine
+    between each clip's mean motion (`mean_motion`) and its prompted direction, 0 for a clip that does not move.
+    1: the motion follows the words; 0: it ignores them (e.g. the initial noise alone decides it); −1: reversed.
+    A rate of `direction_correct` cannot tell "ignores the words" from "follows them badly": a model whose
+    motion comes from the noise alone still scores chance (1/8) on it."""
+    import torch
+
+    prompts = [td.caption(shape, color, background, m) for m in FOUR_WAYS]
+    h, w = td.HEIGHT // pipe.vae_scale_factor, td.WIDTH // pipe.vae_scale_factor
+    cosines, moving = [], []
+    for seed in seeds:
+        g = torch.Generator("cpu").manual_seed(seed)
+        latent = torch.randn((1, pipe.unet.config.in_channels, td.FRAMES, h, w), generator=g)
+        out = pipe(prompt=prompts, latents=latent.repeat(len(prompts), 1, 1, 1, 1), num_frames=td.FRAMES,
+                   height=td.HEIGHT, width=td.WIDTH, num_inference_steps=steps, guidance_scale=guidance,
+                   output_type="np")
+        clips = (np.clip(np.asarray(out.frames), 0, 1) * 255).round().astype(np.uint8)
+        for m, clip in zip(FOUR_WAYS, clips):
+            d = mean_motion(clip)
+            n = float(np.linalg.norm(d))
+            v = np.asarray(DIRECTIONS[m], np.float64)
+            moving.append(n > 0.3)
+            cosines.append(float(d @ v) / n if n > 0.3 else 0.0)
+    return dict(motion_follows_words=float(np.mean(cosines)), moving=float(np.mean(moving)), n=len(cosines))
+
+
 def evaluate_samples(pipe, judge: ToyJudge, n: int, seed: int, steps: int, guidance: float) -> dict:
     """Generate `n` prompted clips (shape, colour, background and a straight motion) and measure them."""
     import torch
@@ -539,6 +571,7 @@ def evaluate_samples(pipe, judge: ToyJudge, n: int, seed: int, steps: int, guida
     acc = judge.accuracy(clips, [(j[0], j[1]) for j in jobs])
     acc["direction"] = float(np.mean([direction_correct(c, j[3]) for c, j in zip(clips, jobs)]))
     acc["seconds_per_clip"] = seconds / n
+    acc.update(motion_text_dependence(pipe, steps=steps, guidance=guidance))
     acc.update(ddim_steps=steps, guidance=guidance)
     return acc, clips
 
@@ -682,7 +715,8 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
                 _snapshot(vae, ema_text, ema_unet, tokenizer, Path(cfg.snapshot), step)
             evals.append(res)
             log.say(f"unet step {step} samples: shape {res['shape']:.2f} colour {res['color']:.2f} "
-                    f"direction {res['direction']:.2f} ({res['seconds_per_clip']:.1f} s/clip)")
+                    f"direction {res['direction']:.2f}, follows motion words {res['motion_follows_words']:+.2f} "
+                    f"({res['seconds_per_clip']:.1f} s/clip)")
     if window:
         curve.append((step, float(np.mean(window))))
     log.data["phases"]["unet"] = dict(
@@ -872,10 +906,11 @@ def log_markdown(data: dict) -> str:
         lines.append(f"| UNet + text encoder | {u['steps']} (batch {u.get('batch')}) | "
                      f"{u.get('seconds', 0) / 60:.1f} | final loss {u['loss_curve'][-1][1]:.4f} |")
         lines += ["", "Samples of the EMA weights during training (prompted shape, colour, straight motion):", "",
-                  "| step | min | shape | colour | both | direction |", "|---|---|---|---|---|---|"]
+                  "| step | min | shape | colour | both | direction | follows motion words |",
+                  "|---|---|---|---|---|---|---|"]
         for e in u.get("evaluations", []):
             lines.append(f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
-                         f"{e['both']:.2f} | {e['direction']:.2f} |")
+                         f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |")
         curve = u["loss_curve"]
         pick = curve[:: max(1, len(curve) // 12)] + curve[-1:]
         lines += ["", "UNet loss (mean over 50 steps): " + ", ".join(f"{s}: {l:.4f}" for s, l in pick)]
@@ -885,10 +920,12 @@ def log_markdown(data: dict) -> str:
         lines += ["", "## Final, through `load_pipeline` and the `local-dir:` toy CLIP", "",
                   f"toy-CLIP zero-shot on {zs['n']} held-out frames: shape {zs['shape']:.3f}, colour {zs['color']:.3f}, "
                   f"background {zs['background']:.3f}", "",
-                  "| DDIM steps | guidance | n | shape | colour | both | direction | s/clip |", "|---|---|---|---|---|---|---|---|"]
+                  "| DDIM steps | guidance | n | shape | colour | both | direction | follows motion words | s/clip |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for r in fin["samples"]:
             lines.append(f"| {r['ddim_steps']} | {r['guidance']:g} | {r['n']} | {r['shape']:.2f} | {r['color']:.2f} | "
-                         f"{r['both']:.2f} | {r['direction']:.2f} | {r['seconds_per_clip']:.2f} |")
+                         f"{r['both']:.2f} | {r['direction']:.2f} | {_fmt(r.get('motion_follows_words', '-'))} | "
+                         f"{r['seconds_per_clip']:.2f} |")
     if data.get("bytes"):
         lines += ["", f"Size on disk: {sum(data['bytes'].values()) / 1e6:.1f} MB"]
     return "\n".join(lines) + "\n"
