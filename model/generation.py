@@ -16,6 +16,11 @@ from vocabulary import DEBIAS_MODES, NOISE_INITS, check_choice
 from .embeddings import MotionEmbeddings
 
 
+def frames_uint8(frames) -> np.ndarray:
+    """A pipeline's `output_type="np"` frames (floats in [0, 1]) as uint8 videos [B, F, H, W, 3]."""
+    return (np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8)
+
+
 @dataclass(frozen=True)
 class GenerationConfig:
     steps: int = 30
@@ -73,7 +78,7 @@ def generate(pipe, inverted_noise: torch.Tensor, prompts: list[str], seeds: list
                        num_frames=frames, height=h * scale, width=w * scale, num_inference_steps=config.steps,
                        guidance_scale=config.guidance, eta=0.0,
                        latents=latents.to(pipe.device, pipe.unet.dtype), output_type="np")
-            videos.append((np.clip(np.asarray(out.frames), 0, 1) * 255).round().astype(np.uint8))
+            videos.append(frames_uint8(out.frames))
     finally:
         if embeddings is not None:
             embeddings.detach(pipe.unet)

@@ -506,12 +506,21 @@ def mean_motion(frames: np.ndarray, min_travel: float = 3.0) -> np.ndarray:
     return travel[keep].mean(0) / (len(frames) - 1)
 
 
+def direction_cosine(frames: np.ndarray, motion: str) -> float | None:
+    """Cosine between the clip's mean motion and the straight `motion`; None when the clip does not move
+    (under 0.3 px per frame)."""
+    d = mean_motion(frames)
+    n = float(np.linalg.norm(d))
+    if n <= 0.3:
+        return None
+    v = np.asarray(DIRECTIONS[motion], np.float64)
+    return float(d @ v) / (n * float(np.linalg.norm(v)))
+
+
 def direction_correct(frames: np.ndarray, motion: str) -> bool:
     """Does the clip's moving content go the way `motion` (a straight motion) says (cosine > 0.8: closer to it than to a neighbouring direction)?"""
-    d = mean_motion(frames)
-    v = np.asarray(DIRECTIONS[motion], np.float64)
-    n = np.linalg.norm(d)
-    return bool(n > 0.3 and d @ v / (n * np.linalg.norm(v)) > 0.8)
+    cos = direction_cosine(frames, motion)
+    return cos is not None and cos > 0.8
 
 
 FOUR_WAYS = ("right", "left", "up", "down")
@@ -527,6 +536,8 @@ def motion_text_dependence(pipe, seeds: tuple[int, ...] = (0, 1, 2, 3), steps: i
     motion comes from the noise alone still scores chance (1/8) on it."""
     import torch
 
+    from .generation import frames_uint8
+
     prompts = [td.caption(shape, color, background, m) for m in FOUR_WAYS]
     h, w = td.HEIGHT // pipe.vae_scale_factor, td.WIDTH // pipe.vae_scale_factor
     cosines, moving = [], []
@@ -536,19 +547,18 @@ def motion_text_dependence(pipe, seeds: tuple[int, ...] = (0, 1, 2, 3), steps: i
         out = pipe(prompt=prompts, latents=latent.repeat(len(prompts), 1, 1, 1, 1), num_frames=td.FRAMES,
                    height=td.HEIGHT, width=td.WIDTH, num_inference_steps=steps, guidance_scale=guidance,
                    output_type="np")
-        clips = (np.clip(np.asarray(out.frames), 0, 1) * 255).round().astype(np.uint8)
-        for m, clip in zip(FOUR_WAYS, clips):
-            d = mean_motion(clip)
-            n = float(np.linalg.norm(d))
-            v = np.asarray(DIRECTIONS[m], np.float64)
-            moving.append(n > 0.3)
-            cosines.append(float(d @ v) / n if n > 0.3 else 0.0)
+        for m, clip in zip(FOUR_WAYS, frames_uint8(out.frames)):
+            cos = direction_cosine(clip, m)
+            moving.append(cos is not None)
+            cosines.append(cos or 0.0)
     return dict(motion_follows_words=float(np.mean(cosines)), moving=float(np.mean(moving)), n=len(cosines))
 
 
 def evaluate_samples(pipe, judge: ToyJudge, n: int, seed: int, steps: int, guidance: float) -> dict:
     """Generate `n` prompted clips (shape, colour, background and a straight motion) and measure them."""
     import torch
+
+    from .generation import frames_uint8
 
     rng = np.random.default_rng(seed)
     jobs = []
@@ -565,7 +575,7 @@ def evaluate_samples(pipe, judge: ToyJudge, n: int, seed: int, steps: int, guida
         g = torch.Generator("cpu").manual_seed(seed + i)
         out = pipe(prompt=prompts[i:i + 8], num_frames=td.FRAMES, height=td.HEIGHT, width=td.WIDTH,
                    num_inference_steps=steps, guidance_scale=guidance, generator=g, output_type="np")
-        clips.append((np.clip(np.asarray(out.frames), 0, 1) * 255).round().astype(np.uint8))
+        clips.append(frames_uint8(out.frames))
     clips = np.concatenate(clips)
     seconds = time.perf_counter() - t0
     acc = judge.accuracy(clips, [(j[0], j[1]) for j in jobs])

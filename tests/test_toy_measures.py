@@ -46,11 +46,11 @@ def test_motion_text_dependence_tells_following_from_ignoring_the_words(motion, 
 
 def test_a_model_whose_noise_decides_the_motion_still_scores_chance_on_direction_correct():
     """Why the dependence measure exists: per-clip direction accuracy cannot see that the words are ignored."""
+    import torch
+
     pipe = RenderingPipe("noise")
     hits = []
     for seed in range(6):
-        import torch
-
         latent = torch.randn((1, 4, td.FRAMES, 8, 8), generator=torch.Generator().manual_seed(seed))
         prompts = [td.caption("square", "red", "grey", m) for m in toy.FOUR_WAYS]
         clips = (pipe(prompts, latent.repeat(4, 1, 1, 1, 1), td.FRAMES, td.HEIGHT, td.WIDTH).frames * 255).astype(np.uint8)
