@@ -36,7 +36,8 @@ OPPOSITE = {"right": "left", "left": "right", "up": "down", "down": "up", "up_ri
             "down_left": "up_right", "up_left": "down_right", "down_right": "up_left"}
 
 SIZE_RANGE = (16.0, 20.0)     # shape bounding size, px
-SPEED_RANGE = (2.0, 3.5)      # px per frame (straight motions)
+SPEED_RANGE = (4.0, 5.0)      # px per frame (straight motions): a path crosses most of the frame
+JITTER = 4.0                  # px: how far a path's centre may sit from the frame's centre
 ACCEL_RANGE = (-0.5, 0.5)     # speed change over the clip (0: constant speed)
 RADIUS_RANGE = (8.0, 11.0)    # circle motion radius, px
 
@@ -80,7 +81,13 @@ class ClipSpec:
 def sample_spec(rng: np.random.Generator, shape: str | None = None, color: str | None = None,
                 background: str | None = None, motion: str | None = None, num_frames: int = FRAMES,
                 height: int = HEIGHT, width: int = WIDTH) -> ClipSpec:
-    """A random clip (any argument given is fixed); the whole path stays inside the frame."""
+    """A random clip (any argument given is fixed); the whole path stays inside the frame.
+
+    A path is centred on the frame (± `JITTER` px), so where a shape starts follows from where it goes: "moves
+    right" enters on the left. Why: at the noisiest timesteps the model can only learn the mean clip for a
+    caption; with starts anywhere that mean is a smear whose motion is too faint to learn in a CPU build (the
+    model then lets the noise decide the direction), with centred paths it is the motion itself
+    (benchmarks/README.md "What made the words steer the motion")."""
     shape = shape or SHAPES[rng.integers(len(SHAPES))]
     color = color or list(COLORS)[rng.integers(len(COLORS))]
     background = background or list(BACKGROUNDS)[rng.integers(len(BACKGROUNDS))]
@@ -94,8 +101,10 @@ def sample_spec(rng: np.random.Generator, shape: str | None = None, color: str |
     margin = size / 2 + 1.0
     lo = margin - rel.min(0)
     hi = np.array([width, height], np.float64) - margin - rel.max(0)
-    hi = np.maximum(hi, lo)  # a path longer than the frame is centred
-    start = tuple(float(v) for v in rng.uniform(lo, hi))
+    centred = np.array([width, height], np.float64) / 2 - (rel.min(0) + rel.max(0)) / 2
+    start = centred + rng.uniform(-JITTER, JITTER, 2)
+    start = np.where(hi >= lo, np.clip(start, lo, hi), centred)  # a path longer than the frame is centred
+    start = tuple(float(v) for v in start)
     return ClipSpec(shape, color, background, motion, size, speed, accel, start, radius, phase)
 
 

@@ -97,17 +97,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "with image pull and setup (default: sweep.runner.PREFLIGHT_TIMEOUT_S, 30 min)")
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="the whole seed ablation grid on synthetic videos (no weights, no GPU)",
-                       description="Run the seed grid (qk × v × remove × debias) on two synthetic reference videos "
-                                   "on a local Ray, print the summary and write the HTML report. Default: the tiny "
-                                   "preset (random weights: the plumbing, numbers that mean nothing). --preset toy: "
-                                   "the toy world's clips with the toy model and toy CLIP trained on moving shapes "
-                                   "(model/toy_world, built by `python -m model.toy build`). With --search: a small "
-                                   "random search (learning rate × MQK design, 6 samples, tiny preset) whose weaker "
-                                   "samples ASHA stops at steps 4, 8, 16.")
-    p.add_argument("--preset", choices=("toy", "tiny"), default="tiny",
-                   help="tiny (default): random weights, plumbing only; toy: the toy world trained on moving shapes "
-                        "(its weights: `python -m model.toy build`)")
+    p = sub.add_parser("demo", help="the whole seed ablation grid in the toy world (shipped weights, no GPU)",
+                       description="Run the seed grid (qk × v × remove × debias) on two reference clips on a local "
+                                   "Ray, print the summary and write the HTML report. Default: the toy world (a tiny "
+                                   "text-to-video model and CLIP trained on moving shapes, weights shipped in "
+                                   "model/toy_world, rebuilt by `python -m model.toy build`): the method transfers "
+                                   "each clip's motion to another shape, so the numbers mean something, in miniature. "
+                                   "--preset tiny: random weights, the same plumbing in seconds, numbers that mean "
+                                   "nothing. With --search: a small random search (learning rate × MQK design, 6 "
+                                   "samples, tiny preset) whose weaker samples ASHA stops at steps 4, 8, 16.")
+    p.add_argument("--preset", choices=("toy", "tiny"), default="toy",
+                   help="toy (default): the toy world trained on moving shapes; tiny: random weights, plumbing only")
     p.add_argument("--storage", default="./demo-results", help="where tables and videos go (default ./demo-results)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--search", action="store_true", help="run the search demo instead of the grid")
@@ -247,7 +247,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not (PIPELINE_DIR / "model_index.json").is_file():
             print(f"motion-sweep demo --preset toy: the toy world's weights are not in {PIPELINE_DIR.parent}; build "
                   "them once with `python -m model.toy build` (about 80 min on 2 CPU cores, minutes on a GPU), or "
-                  "run the plumbing demo: `motion-sweep demo`", file=sys.stderr)
+                  "run the plumbing demo: `motion-sweep demo --preset tiny`", file=sys.stderr)
             return 2
     spec = demo_spec(args.storage, name="demo" if args.preset == "toy" else "demo-tiny", preset=args.preset)
     summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=0)

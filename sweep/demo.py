@@ -63,7 +63,7 @@ def make_toy_demo_videos(folder: Path) -> dict[str, tuple[Path, str, str]]:
     return out
 
 
-def demo_spec(storage: str | Path, name: str = "demo", preset: str = "tiny", inversion_steps: int | None = None,
+def demo_spec(storage: str | Path, name: str = "demo", preset: str = "toy", inversion_steps: int | None = None,
               ddim_steps: int | None = None, generation_steps: int | None = None) -> Spec:
     """The demo's spec: 2 videos × 1 edit prompt × the seed grid (36 points → 20 variants, 8 inversions each).
     `tiny`: textured shapes, plumbing in seconds; `toy`: the toy world's clips and the settings that work there

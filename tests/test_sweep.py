@@ -270,7 +270,8 @@ def test_the_toy_demo_without_its_weights_says_how_to_build_them(tmp_path, monke
     from sweep.cli import main
 
     monkeypatch.setattr(model.toy, "PIPELINE_DIR", tmp_path / "toy_world" / "pipeline")
-    assert main(["demo", "--preset", "toy", "--storage", str(tmp_path / "out")]) == 2
-    err = capsys.readouterr().err
-    assert "python -m model.toy build" in err and "motion-sweep demo" in err
-    assert not (tmp_path / "out").exists()  # nothing started, nothing written
+    for argv in (["demo"], ["demo", "--preset", "toy"]):  # the toy world is the default
+        assert main([*argv, "--storage", str(tmp_path / "out")]) == 2
+        err = capsys.readouterr().err
+        assert "python -m model.toy build" in err and "motion-sweep demo --preset tiny" in err
+        assert not (tmp_path / "out").exists()  # nothing started, nothing written

@@ -56,3 +56,20 @@ def test_a_model_whose_noise_decides_the_motion_still_scores_chance_on_direction
         clips = (pipe(prompts, latent.repeat(4, 1, 1, 1, 1), td.FRAMES, td.HEIGHT, td.WIDTH).frames * 255).astype(np.uint8)
         hits += [toy.direction_correct(c, m) for c, m in zip(clips, toy.FOUR_WAYS)]
     assert np.mean(hits) == pytest.approx(0.25)  # exactly one of the four prompts per latent is "right"
+
+
+@pytest.mark.parametrize("height, width", [(64, 64), (48, 80)])
+def test_toy_paths_stay_inside_the_frame_and_are_centred_so_the_start_follows_the_motion(height, width):
+    rng = np.random.default_rng(3)
+    for _ in range(400):
+        spec = td.sample_spec(rng, height=height, width=width)
+        path = spec.path()
+        half, frame = spec.size / 2, np.array([width, height])
+        fits = path.max(0) - path.min(0) + spec.size + 2 <= frame  # per axis; a longer path is centred
+        assert ((path >= half) & (path <= frame - half))[:, fits].all(), spec
+        middle = (path.min(0) + path.max(0)) / 2
+        assert (np.abs(middle - frame / 2) <= td.JITTER + 1e-6).all(), spec
+        if spec.motion in ("right", "left"):
+            assert (path[0, 0] < width / 2) == (spec.motion == "right")  # "moves right" enters on the left
+        if spec.motion in ("up", "down"):
+            assert (path[0, 1] < height / 2) == (spec.motion == "down")
