@@ -7,8 +7,9 @@ types, a transformers `CLIPTextModel` with the CLIP tokenizer, ZeroScope's DDIM 
 `save_pretrained`, and an open_clip model saved as an `open_clip_config.json` + safetensors folder — so the
 shipped weights load through the same `from_pretrained` / open_clip paths as ZeroScope and ViT-B-32.
 
-    python -m model.toy build              # train everything from seed 0 (≈ 90 min on 2 CPU cores)
+    python -m model.toy build              # train everything from seed 0 (75 min on 2 CPU cores)
     python -m model.toy build --minutes 10 # a quick, worse world (same steps, shorter phases)
+    python -m model.toy build --reuse W --resume W --out X  # fine-tune world W's UNet + text encoder into X
     python -m model.toy eval               # re-measure the shipped world
 
 Build order: VAE (reconstruction + a tiny KL) → toy CLIP (contrastive, on clean frames and VAE decodes)
@@ -83,9 +84,10 @@ INVERSION_DEFAULTS = dict(steps=300, lr=0.1)
 #: Guidance 7.5, not ZeroScope's 12: at 12 this v-prediction model's samples stop following the motion words
 #: (the build log's final table: direction 0.67 vs 0.96, motion text dependence 0.06 vs 0.81).
 GENERATION_DEFAULTS = dict(steps=30, guidance=7.5, noise_prior=0.5)
-#: `motion-sweep demo`'s settings: cold to tables in about 106 s on 2 CPU cores (fewer inversion steps than the
-#: tests' transfer settings; fewer still lose the transfer; the demo's table says how many).
-DEMO_SETTINGS = dict(inversion_steps=100, lr=0.1, ddim_steps=20, generation_steps=20, guidance=7.5)
+#: `motion-sweep demo`'s settings, to be cold to tables in under 90 s on 2 CPU cores: fewer inversion steps at a
+#: higher rate than the tests' transfer settings (over 8 fresh references, 60 steps at lr 0.2 transferred as well
+#: as 100 at 0.1 in two thirds of the time: benchmarks/README.md "Toy world"); the demo's table says how many.
+DEMO_SETTINGS = dict(inversion_steps=80, lr=0.2, ddim_steps=20, generation_steps=15, guidance=7.5)
 
 
 @dataclass
@@ -123,6 +125,12 @@ class BuildConfig:
     eval_guidance: float = 9.0
     snapshot: str = ""             # folder where the EMA pipeline is saved at every sample check ("" = none)
     reuse: str = ""                # a built world whose VAE and toy CLIP this build keeps ("" = train them)
+    resume: str = ""               # a built world whose UNet + text encoder this build continues ("" = from seed)
+    # Weight of the text encoder's distillation towards the toy CLIP's text tower (appearance words only; 0 = off,
+    # as in the shipped build 3). Why: trained by the diffusion loss alone, build 3's text encoder merged "square"
+    # and "circle" (hidden states 0.011 apart, "triangle" 0.116). With 0.5 (build 5) the words stay apart, but
+    # its UNet still draws one rounded blob for both: necessary, not sufficient (benchmarks/README.md).
+    text_distill: float = 0.0
 
 
 # ---------------------------------------------------------------------------------------- builders
@@ -654,7 +662,39 @@ def encode_dataset(vae, n: int, seed: int, log: BuildLog):
     return torch.cat(latents), specs
 
 
-def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
+def appearance_teacher(clip_model):
+    """The toy CLIP's text tower as a frozen target for the text encoder: caption → unit embedding (cached).
+    Given captions without motion words, it pins what the words say about shape, colour and background and
+    leaves the motion words to the diffusion loss."""
+    import open_clip
+    import torch
+    import torch.nn.functional as F
+
+    tok = open_clip.get_tokenizer("ViT-B-32", context_length=CLIP_MODEL_CONFIG["text_cfg"]["context_length"])
+    cache: dict[str, torch.Tensor] = {}
+
+    def embed(texts: list[str]) -> torch.Tensor:
+        missing = [t for t in set(texts) if t not in cache]
+        if missing:
+            with torch.no_grad():
+                cache.update(zip(missing, F.normalize(clip_model.encode_text(tok(missing)).float(), dim=-1)))
+        return torch.stack([cache[t] for t in texts])
+
+    return embed
+
+
+def load_built_unet(world: Path):
+    """The UNet + text encoder of a built world, in fp32, to continue training (`--resume`)."""
+    import torch
+    from diffusers import UNet3DConditionModel
+    from transformers import CLIPTextModel
+
+    folder = world / "pipeline"
+    return (UNet3DConditionModel.from_pretrained(folder / "unet", torch_dtype=torch.float32),
+            CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32))
+
+
+def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, clip_model=None):
     import torch
     import torch.nn.functional as F
 
@@ -663,7 +703,11 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     latents, specs = encode_dataset(vae, cfg.train_clips, cfg.seed + 20, log)
     torch.manual_seed(cfg.seed + 30)
     rng = np.random.default_rng(cfg.seed + 31)
-    unet, text_encoder, scheduler = build_unet().train(), build_text_encoder().train(), build_scheduler()
+    unet, text_encoder = load_built_unet(Path(cfg.resume)) if cfg.resume else (build_unet(), build_text_encoder())
+    unet, text_encoder, scheduler = unet.train(), text_encoder.train(), build_scheduler()
+    teacher = appearance_teacher(clip_model) if cfg.text_distill and clip_model is not None else None
+    # training only, not shipped: maps the text encoder's pooled state into the toy CLIP's embedding space
+    head = torch.nn.Linear(TEXT_CONFIG["hidden_size"], CLIP_MODEL_CONFIG["embed_dim"])
     tokenizer = clip_tokenizer()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     for p in [*ema_unet.parameters(), *ema_text.parameters()]:
@@ -678,12 +722,13 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
             token_cache.update(zip(missing, ids))
         return torch.stack([token_cache[t] for t in texts])
 
-    params = [*unet.parameters(), *text_encoder.parameters()]
+    params = [*unet.parameters(), *text_encoder.parameters(), *(head.parameters() if teacher else [])]
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     shares = 0.0 if cfg.reuse else cfg.vae_share + cfg.clip_share
     budget = cfg.minutes * 60 * (1 - shares) - log.data["phases"]["latents"]["seconds"]
     steps = _Steps(cfg.unet_steps, budget * 0.9, probe=20)  # ~10 % of the phase goes to the sample checks
     curve, window, step, evals = [], [], 0, []
+    distill_curve, distill_window = [], []
     eval_every = cfg.eval_every
     t_train = time.perf_counter()
     while not steps.done(step):
@@ -704,7 +749,13 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
             g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup)
         context = text_encoder(tokens(texts))[0]
         pred = unet(zt, t, encoder_hidden_states=context).sample
-        loss = F.mse_loss(pred, target)
+        loss = diffusion_loss = F.mse_loss(pred, target)
+        if teacher is not None:
+            plain = [specs[i].caption(with_motion=False) for i in idx.tolist()]
+            pooled = text_encoder(tokens(plain)).pooler_output
+            distill = 1 - F.cosine_similarity(head(pooled), teacher(plain), dim=-1).mean()
+            loss = loss + cfg.text_distill * distill
+            distill_window.append(distill.item())
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -715,14 +766,19 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
             for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
                 for p, q in zip(src.parameters(), dst.parameters()):
                     q.lerp_(p, 1 - decay)
-        window.append(loss.item())
+        window.append(diffusion_loss.item())
         if step % 50 == 0:
             curve.append((step, float(np.mean(window))))
-            window = []
+            if distill_window:
+                distill_curve.append((step, float(np.mean(distill_window))))
+            window, distill_window = [], []
             if step % 250 == 0:
                 rate = (time.perf_counter() - t_train) / step
-                log.say(f"unet step {step}/{steps.estimate()} loss {curve[-1][1]:.4f} ({rate:.2f} s/step)")
-                log.data["phases"]["unet"] = dict(steps=step, loss_curve=curve, evaluations=evals)
+                log.say(f"unet step {step}/{steps.estimate()} loss {curve[-1][1]:.4f}"
+                        + (f" distill {distill_curve[-1][1]:.4f}" if distill_curve else "")
+                        + f" ({rate:.2f} s/step)")
+                log.data["phases"]["unet"] = dict(steps=step, loss_curve=curve, distill_curve=distill_curve,
+                                                  evaluations=evals)
                 log.save()
         if judge is not None and eval_every and step % eval_every == 0:
             res, _ = evaluate_samples(make_pipeline(vae, ema_text, ema_unet, tokenizer=tokenizer), judge,
@@ -737,7 +793,8 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     if window:
         curve.append((step, float(np.mean(window))))
     log.data["phases"]["unet"] = dict(
-        steps=step, batch=cfg.unet_batch, loss_curve=curve, evaluations=evals,
+        steps=step, batch=cfg.unet_batch, loss_curve=curve, distill_curve=distill_curve, evaluations=evals,
+        resumed_from=cfg.resume or None,
         seconds_per_step=(time.perf_counter() - t_train) / max(step, 1),
         params_unet=sum(p.numel() for p in unet.parameters()),
         params_text_encoder=sum(p.numel() for p in text_encoder.parameters()))
@@ -789,7 +846,7 @@ def build(cfg: BuildConfig) -> dict:
         log.say(f"clip zero-shot on held-out frames: {log.data['phases']['clip']['zero_shot']}")
         log.save()
         t = time.perf_counter()
-        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge)
+        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge, clip_model)
         log.data["phases"]["unet"]["seconds"] = time.perf_counter() - t
         log.data["train_seconds"] = log.elapsed()
         save_clip(clip_model, tmp / "clip")
@@ -900,6 +957,10 @@ def _fmt(x) -> str:
     return f"{x:.2f}" if isinstance(x, float) else str(x)
 
 
+def _reused(phase: dict) -> str:
+    return f" (reused from {phase['reused_from']})" if phase.get("reused_from") else ""
+
+
 def log_markdown(data: dict) -> str:
     """The build log as a short markdown report (the JSON beside it has every number)."""
     ph = data.get("phases", {})
@@ -910,12 +971,12 @@ def log_markdown(data: dict) -> str:
     if "vae" in ph:
         v = ph["vae"]
         lines.append(f"| VAE | {v['steps']} | {v['seconds'] / 60:.1f} | held-out PSNR {v['psnr_db']:.1f} dB, "
-                     f"scaling factor {v['scaling_factor']:.4f} |")
+                     f"scaling factor {v['scaling_factor']:.4f}{_reused(v)} |")
     if "clip" in ph:
         c = ph["clip"]
         zs = c.get("zero_shot", {})
         lines.append(f"| toy CLIP | {c['steps']} | {c['seconds'] / 60:.1f} | zero-shot shape {zs.get('shape', 0):.3f}, "
-                     f"colour {zs.get('color', 0):.3f}, background {zs.get('background', 0):.3f} |")
+                     f"colour {zs.get('color', 0):.3f}, background {zs.get('background', 0):.3f}{_reused(c)} |")
     if "latents" in ph:
         lines.append(f"| latents | {ph['latents']['clips']} clips | {ph['latents']['seconds'] / 60:.1f} | |")
     if "unet" in ph:
@@ -928,9 +989,13 @@ def log_markdown(data: dict) -> str:
         for e in u.get("evaluations", []):
             lines.append(f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
                          f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |")
-        curve = u["loss_curve"]
-        pick = curve[:: max(1, len(curve) // 12)] + curve[-1:]
-        lines += ["", "UNet loss (mean over 50 steps): " + ", ".join(f"{s}: {l:.4f}" for s, l in pick)]
+        for name, curve in (("UNet loss", u["loss_curve"]), ("text distillation loss", u.get("distill_curve"))):
+            if curve:
+                pick = curve[:: max(1, len(curve) // 12)]
+                pick += curve[-1:] if pick[-1] != curve[-1] else []
+                lines += ["", f"{name} (mean over 50 steps): " + ", ".join(f"{s}: {l:.4f}" for s, l in pick)]
+        if u.get("resumed_from"):
+            lines += ["", f"UNet + text encoder continued from {u['resumed_from']}"]
     fin = data.get("final", {})
     if fin:
         zs = fin["clip_zero_shot"]
@@ -960,9 +1025,11 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae_steps", "clip_steps", "unet_steps", "train_clips", "unet_batch", "seed", "threads",
                  "eval_every", "eval_clips"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("unet_lr", "drop_motion", "high_t"):
+    for name in ("unet_lr", "drop_motion", "high_t", "text_distill"):
         b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     b.add_argument("--reuse", default="", help="keep the VAE and toy CLIP of this built world (train the UNet only)")
+    b.add_argument("--resume", default="", help="continue the UNet + text encoder of this built world (with --reuse "
+                                                "of the same world: a fine-tune)")
     b.add_argument("--out", default=defaults.out, help="output folder (default: the shipped model/toy_world)")
     b.add_argument("--snapshot", default="", help="also save the EMA pipeline here at every sample check")
     e = sub.add_parser("eval", help="measure a built toy world")

@@ -73,3 +73,41 @@ def test_toy_paths_stay_inside_the_frame_and_are_centred_so_the_start_follows_th
             assert (path[0, 0] < width / 2) == (spec.motion == "right")  # "moves right" enters on the left
         if spec.motion in ("up", "down"):
             assert (path[0, 1] < height / 2) == (spec.motion == "down")
+
+
+def test_build_log_markdown_marks_reused_phases_and_shows_both_loss_curves():
+    log = {"config": {"seed": 0}, "torch_threads": 2, "train_seconds": 600, "total_seconds": 660, "phases": {
+        "vae": {"steps": 10, "seconds": 60, "psnr_db": 30.0, "scaling_factor": 1.2, "reused_from": "model/toy_world"},
+        "clip": {"steps": 20, "seconds": 60, "zero_shot": {"shape": 1.0, "color": 1.0, "background": 1.0}},
+        "unet": {"steps": 150, "batch": 16, "seconds": 500, "evaluations": [], "resumed_from": "model/toy_world",
+                 "loss_curve": [(50, 0.5), (100, 0.4), (150, 0.3)], "distill_curve": [(50, 0.9), (100, 0.1)]}}}
+    md = toy.log_markdown(log)
+    vae, clip = (next(line for line in md.splitlines() if line.startswith(f"| {name} ")) for name in ("VAE", "toy CLIP"))
+    assert "reused from model/toy_world" in vae and "reused" not in clip
+    assert "UNet loss (mean over 50 steps): 50: 0.5000, 100: 0.4000, 150: 0.3000" in md  # the last point once
+    assert "text distillation loss (mean over 50 steps): 50: 0.9000, 100: 0.1000" in md
+    assert "continued from model/toy_world" in md
+    del log["phases"]["unet"]["distill_curve"]
+    assert "distillation" not in toy.log_markdown(log)  # a build without it says nothing about it
+
+
+def test_demo_figure_table_keeps_error_rows_visible_and_out_of_the_statistics():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "fig_toy_demo.py"
+    spec = importlib.util.spec_from_file_location("fig_toy_demo", path)
+    fig = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fig)
+    columns = {
+        "variant": ["qk=1d v=2d debias=difference", "qk=1d v=2d debias=difference", "qk=1d v=off", "qk=1d v=off"],
+        "video": ["square-right", "triangle-up-left", "square-right", "triangle-up-left"],
+        "motion_fidelity": [0.79, -0.27, None, -0.94],
+        "text_similarity": [0.9, 0.7, None, 0.8],
+        "status": ["ok", "ok", "error", "ok"]}
+    samples = [dict(zip(columns, values)) for values in zip(*columns.values())]
+    lines = fig.table(samples).splitlines()
+    assert lines[0] == "| variant | square-right | triangle-up-left |"
+    assert "| qk=1d v=2d debias=difference | +0.79 | -0.27 |" in lines
+    assert "| qk=1d v=off | error | -0.94 |" in lines
+    assert lines[-1] == "text similarity (toy CLIP) 0.70–0.90; n = 4 samples, 3 ok"
