@@ -84,9 +84,9 @@ INVERSION_DEFAULTS = dict(steps=300, lr=0.1)
 #: Guidance 7.5, not ZeroScope's 12: at 12 this v-prediction model's samples stop following the motion words
 #: (the build log's final table: direction 0.67 vs 0.96, motion text dependence 0.06 vs 0.81).
 GENERATION_DEFAULTS = dict(steps=30, guidance=7.5, noise_prior=0.5)
-#: `motion-sweep demo`'s settings, to be cold to tables in under 90 s on 2 CPU cores: fewer inversion steps at a
-#: higher rate than the tests' transfer settings (over 8 fresh references, 60 steps at lr 0.2 transferred as well
-#: as 100 at 0.1 in two thirds of the time: benchmarks/README.md "Toy world"); the demo's table says how many.
+#: `motion-sweep demo`'s settings: cold to tables in 87 s on 2 CPU cores (103 s at 100 steps, lr 0.1, 20 denoising
+#: steps): fewer inversion steps at a higher rate than the tests' transfer settings, which over 8 fresh references
+#: transferred as well (benchmarks/README.md "The demo's settings"); the demo's table says how many.
 DEMO_SETTINGS = dict(inversion_steps=80, lr=0.2, ddim_steps=20, generation_steps=15, guidance=7.5)
 
 
@@ -662,22 +662,19 @@ def encode_dataset(vae, n: int, seed: int, log: BuildLog):
     return torch.cat(latents), specs
 
 
-def appearance_teacher(clip_model):
-    """The toy CLIP's text tower as a frozen target for the text encoder: caption → unit embedding (cached).
-    Given captions without motion words, it pins what the words say about shape, colour and background and
-    leaves the motion words to the diffusion loss."""
-    import open_clip
+def appearance_teacher(judge: ToyJudge):
+    """The toy CLIP's text tower (the judge's backbone) as a frozen target for the text encoder: caption → unit
+    embedding (cached). Given captions without motion words, it pins what the words say about shape, colour and
+    background and leaves the motion words to the diffusion loss."""
     import torch
-    import torch.nn.functional as F
 
-    tok = open_clip.get_tokenizer("ViT-B-32", context_length=CLIP_MODEL_CONFIG["text_cfg"]["context_length"])
+    from evaluation import clip as clipm
+
     cache: dict[str, torch.Tensor] = {}
 
     def embed(texts: list[str]) -> torch.Tensor:
-        missing = [t for t in set(texts) if t not in cache]
-        if missing:
-            with torch.no_grad():
-                cache.update(zip(missing, F.normalize(clip_model.encode_text(tok(missing)).float(), dim=-1)))
+        for text in set(texts) - cache.keys():
+            cache[text] = torch.from_numpy(clipm.encode_text(judge.backbone, text))
         return torch.stack([cache[t] for t in texts])
 
     return embed
@@ -694,7 +691,7 @@ def load_built_unet(world: Path):
             CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32))
 
 
-def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, clip_model=None):
+def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     import torch
     import torch.nn.functional as F
 
@@ -705,9 +702,10 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, cli
     rng = np.random.default_rng(cfg.seed + 31)
     unet, text_encoder = load_built_unet(Path(cfg.resume)) if cfg.resume else (build_unet(), build_text_encoder())
     unet, text_encoder, scheduler = unet.train(), text_encoder.train(), build_scheduler()
-    teacher = appearance_teacher(clip_model) if cfg.text_distill and clip_model is not None else None
-    # training only, not shipped: maps the text encoder's pooled state into the toy CLIP's embedding space
-    head = torch.nn.Linear(TEXT_CONFIG["hidden_size"], CLIP_MODEL_CONFIG["embed_dim"])
+    teacher = appearance_teacher(judge) if cfg.text_distill and judge is not None else None
+    # training only, not shipped: maps the text encoder's pooled state into the toy CLIP's embedding space (made
+    # only when used: its initialisation draws from the seeded generator the rest of the build then uses)
+    head = torch.nn.Linear(TEXT_CONFIG["hidden_size"], CLIP_MODEL_CONFIG["embed_dim"]) if teacher else None
     tokenizer = clip_tokenizer()
     ema_unet, ema_text = copy.deepcopy(unet).eval(), copy.deepcopy(text_encoder).eval()
     for p in [*ema_unet.parameters(), *ema_text.parameters()]:
@@ -846,7 +844,7 @@ def build(cfg: BuildConfig) -> dict:
         log.say(f"clip zero-shot on held-out frames: {log.data['phases']['clip']['zero_shot']}")
         log.save()
         t = time.perf_counter()
-        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge, clip_model)
+        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge)
         log.data["phases"]["unet"]["seconds"] = time.perf_counter() - t
         log.data["train_seconds"] = log.elapsed()
         save_clip(clip_model, tmp / "clip")
