@@ -13,9 +13,10 @@ shipped weights load through the same `from_pretrained` / open_clip paths as Zer
     python -m model.toy eval               # re-measure the shipped world
 
 Build order: VAE (reconstruction + a tiny KL) → toy CLIP (contrastive, on clean frames and VAE decodes)
-→ latents of a fixed training set → UNet + text encoder (v-prediction at zero terminal SNR, caption dropout), with the
-sample quality of the EMA weights measured along the way → fp16 folders under `model/toy_world/`, then
-a final measurement through `load_pipeline("toy")` and the toy CLIP's `local-dir:` name.
+→ latents of a fixed training set → UNet + text encoder (v-prediction at zero terminal SNR, caption dropout;
+optionally single frames first, then clips), with the sample quality of the EMA weights measured along the way
+→ fp16 folders under `model/toy_world/`, then a final measurement through `load_pipeline("toy")` and the toy
+CLIP's `local-dir:` name.
 """
 
 from __future__ import annotations
@@ -128,9 +129,15 @@ class BuildConfig:
     resume: str = ""               # a built world whose UNet + text encoder this build continues ("" = from seed)
     # Weight of the text encoder's distillation towards the toy CLIP's text tower (appearance words only; 0 = off,
     # as in the shipped build 3). Why: trained by the diffusion loss alone, build 3's text encoder merged "square"
-    # and "circle" (hidden states 0.011 apart, "triangle" 0.116). With 0.5 (build 5) the words stay apart, but
-    # its UNet still draws one rounded blob for both: necessary, not sufficient (benchmarks/README.md).
+    # and "circle" (hidden states 0.011 apart, "triangle" 0.116); with 0.5 the words stay apart. Necessary, not
+    # sufficient: builds 5–7 kept them apart and still drew one blob for both (benchmarks/README.md).
     text_distill: float = 0.0
+    # Share of the UNet phase spent first on single frames (captions without motion words, uniform timesteps), as
+    # video models start from an image model (0 = none, as in build 3). Why: every clip-trained build drew squares
+    # and circles as one blob whose outline the noise decides; a batch of 64 frames shows 64 shapes for the cost of
+    # 16 clips. Build 8 (0.3, with 24–28 px shapes) is the first whose squares come out boxy (benchmarks/README.md).
+    image_share: float = 0.0
+    image_batch: int = 64
 
 
 # ---------------------------------------------------------------------------------------- builders
@@ -724,10 +731,12 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
     shares = 0.0 if cfg.reuse else cfg.vae_share + cfg.clip_share
     budget = cfg.minutes * 60 * (1 - shares) - log.data["phases"]["latents"]["seconds"]
-    steps = _Steps(cfg.unet_steps, budget * 0.9, probe=20)  # ~10 % of the phase goes to the sample checks
     curve, window, step, evals = [], [], 0, []
     distill_curve, distill_window = [], []
     eval_every = cfg.eval_every
+    image_curve, image_steps = _train_on_frames(cfg, log, unet, text_encoder, head, teacher, tokens, opt, params,
+                                                (ema_unet, ema_text), latents, specs, rng, budget * cfg.image_share)
+    steps = _Steps(cfg.unet_steps, budget * (1 - cfg.image_share) * 0.9, probe=20)  # ~10 % goes to sample checks
     t_train = time.perf_counter()
     while not steps.done(step):
         if step == 100 and not eval_every:
@@ -744,7 +753,7 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
         zt = scheduler.add_noise(z0, noise, t)
         target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
         for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup)
+            g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup if not image_steps else 50)
         context = text_encoder(tokens(texts))[0]
         pred = unet(zt, t, encoder_hidden_states=context).sample
         loss = diffusion_loss = F.mse_loss(pred, target)
@@ -759,11 +768,8 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         opt.step()
         step += 1
-        decay = min(cfg.ema, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for src, dst in ((unet, ema_unet), (text_encoder, ema_text)):
-                for p, q in zip(src.parameters(), dst.parameters()):
-                    q.lerp_(p, 1 - decay)
+        seen = image_steps + step
+        _ema_update((unet, text_encoder), (ema_unet, ema_text), min(cfg.ema, (1 + seen) / (10 + seen)))
         window.append(diffusion_loss.item())
         if step % 50 == 0:
             curve.append((step, float(np.mean(window))))
@@ -793,10 +799,65 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     log.data["phases"]["unet"] = dict(
         steps=step, batch=cfg.unet_batch, loss_curve=curve, distill_curve=distill_curve, evaluations=evals,
         resumed_from=cfg.resume or None,
+        image_steps=image_steps, image_batch=cfg.image_batch, image_curve=image_curve,
         seconds_per_step=(time.perf_counter() - t_train) / max(step, 1),
         params_unet=sum(p.numel() for p in unet.parameters()),
         params_text_encoder=sum(p.numel() for p in text_encoder.parameters()))
     return ema_unet, ema_text, tokenizer
+
+
+def _ema_update(models, emas, decay: float) -> None:
+    import torch
+
+    with torch.no_grad():
+        for src, dst in zip(models, emas):
+            for p, q in zip(src.parameters(), dst.parameters()):
+                q.lerp_(p, 1 - decay)
+
+
+def _train_on_frames(cfg: BuildConfig, log: BuildLog, unet, text_encoder, head, teacher, tokens, opt, params, emas,
+                     latents, specs, rng: np.random.Generator, seconds: float) -> tuple[list, int]:
+    """The image phase: the UNet3D on one-frame clips (a random frame of each training clip, its caption without
+    motion words, timesteps uniform) for `seconds` → (loss curve, steps)."""
+    import torch
+    import torch.nn.functional as F
+
+    if seconds <= 0:
+        return [], 0
+    scheduler = build_scheduler()
+    steps = _Steps(0, seconds, probe=20)
+    curve, window, step = [], [], 0
+    t0 = time.perf_counter()
+    while not steps.done(step):
+        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.image_batch))
+        frame = torch.from_numpy(rng.integers(td.FRAMES, size=cfg.image_batch))
+        z0 = latents[idx, :, frame][:, :, None]                                   # [B, 4, 1, h, w]
+        texts = [td.training_caption(specs[i], rng, 1.0, cfg.drop_all) for i in idx.tolist()]
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.image_batch,))
+        noise = torch.randn_like(z0)
+        target = scheduler.get_velocity(z0, noise, t)
+        for g in opt.param_groups:
+            g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup)
+        pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text_encoder(tokens(texts))[0]).sample
+        loss = diffusion_loss = F.mse_loss(pred, target)
+        if teacher is not None:
+            plain = [specs[i].caption(with_motion=False) for i in idx.tolist()]
+            loss = loss + cfg.text_distill * (
+                1 - F.cosine_similarity(head(text_encoder(tokens(plain)).pooler_output), teacher(plain), dim=-1).mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        step += 1
+        _ema_update((unet, text_encoder), emas, min(cfg.ema, (1 + step) / (10 + step)))
+        window.append(diffusion_loss.item())
+        if step % 50 == 0:
+            curve.append((step, float(np.mean(window))))
+            window = []
+            if step % 250 == 0:
+                log.say(f"unet (frames) step {step}/{steps.estimate()} loss {curve[-1][1]:.4f} "
+                        f"({(time.perf_counter() - t0) / step:.2f} s/step)")
+    return curve, step
 
 
 def _snapshot(vae, text_encoder, unet, tokenizer, folder: Path, step: int) -> None:
@@ -979,6 +1040,9 @@ def log_markdown(data: dict) -> str:
         lines.append(f"| latents | {ph['latents']['clips']} clips | {ph['latents']['seconds'] / 60:.1f} | |")
     if "unet" in ph:
         u = ph["unet"]
+        if u.get("image_steps"):
+            lines.append(f"| UNet + text encoder, single frames | {u['image_steps']} (batch {u.get('image_batch')} "
+                         f"frames) | | final loss {u['image_curve'][-1][1]:.4f} |")
         lines.append(f"| UNet + text encoder | {u['steps']} (batch {u.get('batch')}) | "
                      f"{u.get('seconds', 0) / 60:.1f} | final loss {u['loss_curve'][-1][1]:.4f} |")
         lines += ["", "Samples of the EMA weights during training (prompted shape, colour, straight motion):", "",
@@ -987,7 +1051,8 @@ def log_markdown(data: dict) -> str:
         for e in u.get("evaluations", []):
             lines.append(f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
                          f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |")
-        for name, curve in (("UNet loss", u["loss_curve"]), ("text distillation loss", u.get("distill_curve"))):
+        for name, curve in (("UNet loss on single frames", u.get("image_curve")), ("UNet loss", u["loss_curve"]),
+                            ("text distillation loss", u.get("distill_curve"))):
             if curve:
                 pick = curve[:: max(1, len(curve) // 12)]
                 pick += curve[-1:] if pick[-1] != curve[-1] else []
@@ -1021,9 +1086,9 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--clip-share", type=float, default=defaults.clip_share)
     b.add_argument("--vae-share", type=float, default=defaults.vae_share)
     for name in ("vae_steps", "clip_steps", "unet_steps", "train_clips", "unet_batch", "seed", "threads",
-                 "eval_every", "eval_clips"):
+                 "eval_every", "eval_clips", "image_batch"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("unet_lr", "drop_motion", "high_t", "text_distill"):
+    for name in ("unet_lr", "drop_motion", "high_t", "text_distill", "image_share"):
         b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     b.add_argument("--reuse", default="", help="keep the VAE and toy CLIP of this built world (train the UNet only)")
     b.add_argument("--resume", default="", help="continue the UNet + text encoder of this built world (with --reuse "

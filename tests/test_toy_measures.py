@@ -89,6 +89,48 @@ def test_build_log_markdown_marks_reused_phases_and_shows_both_loss_curves():
     assert "continued from model/toy_world" in md
     del log["phases"]["unet"]["distill_curve"]
     assert "distillation" not in toy.log_markdown(log)  # a build without it says nothing about it
+    assert "single frames" not in toy.log_markdown(log)
+    log["phases"]["unet"].update(image_steps=100, image_batch=64, image_curve=[(50, 0.6), (100, 0.35)])
+    md = toy.log_markdown(log)
+    assert "| UNet + text encoder, single frames | 100 (batch 64 frames) | | final loss 0.3500 |" in md
+    assert "UNet loss on single frames (mean over 50 steps): 50: 0.6000, 100: 0.3500" in md
+
+
+def test_the_image_phase_trains_the_unet_on_single_frames_with_appearance_captions():
+    """Before clips, the builder's image phase feeds one frame per training clip (a [B, 4, 1, h, w] batch) with
+    captions that never name a motion (a frame cannot show one), and it does change the weights."""
+    import torch
+
+    cfg = toy.BuildConfig(image_batch=4, drop_all=0.0)
+    unet, text_encoder = toy.build_unet(), toy.build_text_encoder()
+    from model.presets import clip_tokenizer
+
+    tokenizer, seen, shapes = clip_tokenizer(), [], []
+
+    def tokens(texts):
+        seen.extend(texts)
+        return tokenizer(texts, padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                         return_tensors="pt").input_ids
+
+    forward = unet.forward
+
+    def spy(sample, *args, **kwargs):
+        shapes.append(tuple(sample.shape))
+        return forward(sample, *args, **kwargs)
+
+    emas = (toy.copy.deepcopy(unet), toy.copy.deepcopy(text_encoder))
+    unet.forward = spy
+    specs = [td.sample_spec(np.random.default_rng(k)) for k in range(6)]
+    latents = torch.randn(6, 4, td.FRAMES, 8, 8)
+    params = [*unet.parameters(), *text_encoder.parameters()]
+    before = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=1e-3)
+    curve, steps = toy._train_on_frames(cfg, toy.BuildLog(None), unet, text_encoder, None, None, tokens, opt, params,
+                                        emas, latents, specs, np.random.default_rng(0), seconds=1e-3)
+    assert steps >= 1 and shapes and all(s == (4, 4, 1, 8, 8) for s in shapes)
+    assert seen and not any(word in t for t in seen for word in ("moves", "zigzags"))
+    assert set(seen) <= {s.caption(with_motion=False) for s in specs}
+    assert any(not torch.equal(a, b) for a, b in zip(before, params))
 
 
 def test_demo_figure_table_keeps_error_rows_visible_and_out_of_the_statistics():
