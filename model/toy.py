@@ -700,7 +700,6 @@ def load_built_unet(world: Path):
 
 def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     import torch
-    import torch.nn.functional as F
 
     from .presets import clip_tokenizer
 
@@ -734,8 +733,9 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     curve, window, step, evals = [], [], 0, []
     distill_curve, distill_window = [], []
     eval_every = cfg.eval_every
-    image_curve, image_steps = _train_on_frames(cfg, log, unet, text_encoder, head, teacher, tokens, opt, params,
-                                                (ema_unet, ema_text), latents, specs, rng, budget * cfg.image_share)
+    train_step = _train_step(cfg, scheduler, unet, text_encoder, head, teacher, tokens, opt, params,
+                             (ema_unet, ema_text))
+    image_curve, image_steps = _train_on_frames(cfg, log, train_step, latents, specs, rng, budget * cfg.image_share)
     steps = _Steps(cfg.unet_steps, budget * (1 - cfg.image_share) * 0.9, probe=20)  # ~10 % goes to sample checks
     t_train = time.perf_counter()
     while not steps.done(step):
@@ -749,28 +749,12 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
         t = torch.randint(0, n_train, (cfg.unet_batch,))
         high = torch.rand(cfg.unet_batch) < cfg.high_t
         t[high] = torch.randint(int(0.8 * n_train), n_train, (int(high.sum()),))
-        noise = torch.randn_like(z0)
-        zt = scheduler.add_noise(z0, noise, t)
-        target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
-        for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup if not image_steps else 50)
-        context = text_encoder(tokens(texts))[0]
-        pred = unet(zt, t, encoder_hidden_states=context).sample
-        loss = diffusion_loss = F.mse_loss(pred, target)
-        if teacher is not None:
-            plain = [specs[i].caption(with_motion=False) for i in idx.tolist()]
-            pooled = text_encoder(tokens(plain)).pooler_output
-            distill = 1 - F.cosine_similarity(head(pooled), teacher(plain), dim=-1).mean()
-            loss = loss + cfg.text_distill * distill
-            distill_window.append(distill.item())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        lr = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup if not image_steps else 50)
+        diffusion_loss, distill = train_step(z0, t, texts, [specs[i] for i in idx.tolist()], lr)
         step += 1
-        seen = image_steps + step
-        _ema_update((unet, text_encoder), (ema_unet, ema_text), min(cfg.ema, (1 + seen) / (10 + seen)))
-        window.append(diffusion_loss.item())
+        window.append(diffusion_loss)
+        if distill is not None:
+            distill_window.append(distill)
         if step % 50 == 0:
             curve.append((step, float(np.mean(window))))
             if distill_window:
@@ -806,25 +790,52 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
     return ema_unet, ema_text, tokenizer
 
 
-def _ema_update(models, emas, decay: float) -> None:
-    import torch
-
-    with torch.no_grad():
-        for src, dst in zip(models, emas):
-            for p, q in zip(src.parameters(), dst.parameters()):
-                q.lerp_(p, 1 - decay)
-
-
-def _train_on_frames(cfg: BuildConfig, log: BuildLog, unet, text_encoder, head, teacher, tokens, opt, params, emas,
-                     latents, specs, rng: np.random.Generator, seconds: float) -> tuple[list, int]:
-    """The image phase: the UNet3D on one-frame clips (a random frame of each training clip, its caption without
-    motion words, timesteps uniform) for `seconds` → (loss curve, steps)."""
+def _train_step(cfg: BuildConfig, scheduler, unet, text_encoder, head, teacher, tokens, opt, params, emas):
+    """One optimiser step of the UNet + text encoder, shared by the frame and clip phases:
+    step(z0 [B, 4, F, h, w], timesteps, captions, the clips' specs, lr) → (diffusion loss, distillation loss or None),
+    with the EMA weights updated (their warm-up counts the steps of both phases)."""
     import torch
     import torch.nn.functional as F
 
+    updates = 0
+
+    def step(z0, t, texts: list[str], specs: list[td.ClipSpec], lr: float) -> tuple[float, float | None]:
+        nonlocal updates
+        noise = torch.randn_like(z0)
+        target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text_encoder(tokens(texts))[0]).sample
+        loss = diffusion_loss = F.mse_loss(pred, target)
+        distill = None
+        if teacher is not None:
+            plain = [spec.caption(with_motion=False) for spec in specs]
+            pooled = text_encoder(tokens(plain)).pooler_output
+            distill = 1 - F.cosine_similarity(head(pooled), teacher(plain), dim=-1).mean()
+            loss = loss + cfg.text_distill * distill
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        updates += 1
+        decay = min(cfg.ema, (1 + updates) / (10 + updates))
+        with torch.no_grad():
+            for src, dst in zip((unet, text_encoder), emas):
+                for p, q in zip(src.parameters(), dst.parameters()):
+                    q.lerp_(p, 1 - decay)
+        return diffusion_loss.item(), (distill.item() if distill is not None else None)
+
+    return step
+
+
+def _train_on_frames(cfg: BuildConfig, log: BuildLog, train_step, latents, specs, rng: np.random.Generator,
+                     seconds: float) -> tuple[list, int]:
+    """The image phase: the UNet3D on one-frame clips (a random frame of each training clip, its caption without
+    motion words, timesteps uniform) for `seconds` → (loss curve, steps)."""
+    import torch
+
     if seconds <= 0:
         return [], 0
-    scheduler = build_scheduler()
     steps = _Steps(0, seconds, probe=20)
     curve, window, step = [], [], 0
     t0 = time.perf_counter()
@@ -833,24 +844,11 @@ def _train_on_frames(cfg: BuildConfig, log: BuildLog, unet, text_encoder, head, 
         frame = torch.from_numpy(rng.integers(td.FRAMES, size=cfg.image_batch))
         z0 = latents[idx, :, frame][:, :, None]                                   # [B, 4, 1, h, w]
         texts = [td.training_caption(specs[i], rng, 1.0, cfg.drop_all) for i in idx.tolist()]
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.image_batch,))
-        noise = torch.randn_like(z0)
-        target = scheduler.get_velocity(z0, noise, t)
-        for g in opt.param_groups:
-            g["lr"] = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup)
-        pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text_encoder(tokens(texts))[0]).sample
-        loss = diffusion_loss = F.mse_loss(pred, target)
-        if teacher is not None:
-            plain = [specs[i].caption(with_motion=False) for i in idx.tolist()]
-            loss = loss + cfg.text_distill * (
-                1 - F.cosine_similarity(head(text_encoder(tokens(plain)).pooler_output), teacher(plain), dim=-1).mean())
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
+        t = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (cfg.image_batch,))
+        loss, _ = train_step(z0, t, texts, [specs[i] for i in idx.tolist()],
+                             cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup))
         step += 1
-        _ema_update((unet, text_encoder), emas, min(cfg.ema, (1 + step) / (10 + step)))
-        window.append(diffusion_loss.item())
+        window.append(loss)
         if step % 50 == 0:
             curve.append((step, float(np.mean(window))))
             window = []

@@ -125,8 +125,9 @@ def test_the_image_phase_trains_the_unet_on_single_frames_with_appearance_captio
     params = [*unet.parameters(), *text_encoder.parameters()]
     before = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=1e-3)
-    curve, steps = toy._train_on_frames(cfg, toy.BuildLog(None), unet, text_encoder, None, None, tokens, opt, params,
-                                        emas, latents, specs, np.random.default_rng(0), seconds=1e-3)
+    train_step = toy._train_step(cfg, toy.build_scheduler(), unet, text_encoder, None, None, tokens, opt, params, emas)
+    curve, steps = toy._train_on_frames(cfg, toy.BuildLog(None), train_step, latents, specs,
+                                        np.random.default_rng(0), seconds=1e-3)
     assert steps >= 1 and shapes and all(s == (4, 4, 1, 8, 8) for s in shapes)
     assert seen and not any(word in t for t in seen for word in ("moves", "zigzags"))
     assert set(seen) <= {s.caption(with_motion=False) for s in specs}
