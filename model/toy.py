@@ -10,13 +10,13 @@ shipped weights load through the same `from_pretrained` / open_clip paths as Zer
     python -m model.toy build              # train everything from seed 0 (75 min on 2 CPU cores)
     python -m model.toy build --minutes 10 # a quick, worse world (same steps, shorter phases)
     python -m model.toy build --reuse W --resume W --out X  # fine-tune world W's UNet + text encoder into X
-    python -m model.toy eval               # re-measure the shipped world
+    python -m model.toy eval [--transfer 4] # re-measure the shipped world (and whether the method transfers)
 
 Build order: VAE (reconstruction + a tiny KL) → toy CLIP (contrastive, on clean frames and VAE decodes)
 → latents of a fixed training set → UNet + text encoder (v-prediction at zero terminal SNR, caption dropout;
 optionally single frames first, then clips), with the sample quality of the EMA weights measured along the way
 → fp16 folders under `model/toy_world/`, then a final measurement through `load_pipeline("toy")` and the toy
-CLIP's `local-dir:` name.
+CLIP's `local-dir:` name: prompt following, and a small motion-transfer check of the method itself.
 """
 
 from __future__ import annotations
@@ -646,6 +646,29 @@ def transfer_trial(pipe, scorer, reference: np.ndarray, source_prompt: str, prom
     return out
 
 
+def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | None = None) -> dict:
+    """The method's positive control in small, for a build's log: invert `n` references (shape A, a straight
+    motion each, source prompt without motion words) and generate shape B with no motion word, with the
+    embeddings (debias `difference`) and with the plain base model from the same seed → the mean motion fidelity
+    of each and in how many references the method is higher. A base model that follows its prompts can still
+    fail here (build 9 in benchmarks/README.md: its embeddings carried the motion only under the source
+    prompt); the paired test over 12 references is tests/test_toy_world.py's."""
+    rows = []
+    for k in range(n):
+        motion = td.STRAIGHT[(3 * k) % len(td.STRAIGHT)]  # right, down, down_right, left, ...: both axes and a diagonal in 4
+        a, b = td.SHAPES[k % len(td.SHAPES)], td.SHAPES[(k + 1) % len(td.SHAPES)]
+        color, background = list(td.COLORS)[k % len(td.COLORS)], list(td.BACKGROUNDS)[k % len(td.BACKGROUNDS)]
+        ref, _ = reference_clip(motion, a, color, background, seed=seed + k)
+        prompt = td.caption(b, list(td.COLORS)[(k + 2) % len(td.COLORS)], background)
+        res = transfer_trial(pipe, scorer, ref, td.caption(a, color, background), prompt, seed=seed + k,
+                             inversion=inversion, base_noise=("random",))
+        rows.append((motion, res["method:difference"]["motion_fidelity"], res["base:random"]["motion_fidelity"]))
+    method, base = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
+    return dict(n=n, motions=[r[0] for r in rows], method=float(method.mean()), base=float(base.mean()),
+                method_higher=int((method > base).sum()), method_per_reference=method.tolist(),
+                base_per_reference=base.tolist())
+
+
 # ----------------------------------------------------------------------------------- UNet training
 def encode_dataset(vae, n: int, seed: int, log: BuildLog):
     """A fixed training set: `n` clips, their specs and their VAE latents [n, 4, F, 8, 8] (× scaling)."""
@@ -991,22 +1014,30 @@ def zero_shot(judge: ToyJudge, frames: np.ndarray, labels: list[tuple[str, str, 
 
 
 def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: int = 500, n: int = 24,
-            settings: tuple[tuple[int, float], ...] = ((30, 12.0), (30, 7.5))) -> dict:
-    """Load the saved world as users do and measure it: toy-CLIP zero-shot accuracy on held-out frames, and
-    prompt following (shape, colour, direction) of `n` generations per (DDIM steps, guidance) setting."""
+            settings: tuple[tuple[int, float], ...] = ((30, 12.0), (30, 7.5)), transfer: int = 4) -> dict:
+    """Load the saved world as users do and measure it: toy-CLIP zero-shot accuracy on held-out frames,
+    prompt following (shape, colour, direction) of `n` generations per (DDIM steps, guidance) setting, and
+    whether the method transfers motion (`transfer_check` over `transfer` references; 0 skips it)."""
+    from evaluation import ScorerConfig, get_scorer
     from evaluation.clip import load_clip
 
     from .presets import get_preset, load_pipeline
 
     t0 = time.perf_counter()
     pipe = load_pipeline(get_preset("toy", model=pipeline_dir), device="cpu")
-    judge = ToyJudge(load_clip(f"local-dir:{Path(clip_dir).resolve()}", None))
+    clip_name = f"local-dir:{Path(clip_dir).resolve()}"
+    judge = ToyJudge(load_clip(clip_name, None))
     out: dict = {"load_seconds": time.perf_counter() - t0}
     out["clip_zero_shot"] = zero_shot(judge, *held_out_frames(seed + 1))
     out["samples"] = []
     for steps, guidance in settings:
         res, _ = evaluate_samples(pipe, judge, n, seed, steps, guidance)
         out["samples"].append(res)
+    if transfer:
+        t1 = time.perf_counter()
+        scorer = get_scorer(ScorerConfig.from_names(clip=clip_name, tracker="lk", fid="clip"))
+        out["transfer"] = transfer_check(pipe, scorer, transfer, seed=seed + 400) | {
+            "seconds": time.perf_counter() - t1}
     return out
 
 
@@ -1069,6 +1100,11 @@ def log_markdown(data: dict) -> str:
             lines.append(f"| {r['ddim_steps']} | {r['guidance']:g} | {r['n']} | {r['shape']:.2f} | {r['color']:.2f} | "
                          f"{r['both']:.2f} | {r['direction']:.2f} | {_fmt(r.get('motion_follows_words', '-'))} | "
                          f"{r['seconds_per_clip']:.2f} |")
+        if fin.get("transfer"):
+            tr = fin["transfer"]
+            lines += ["", f"Motion transfer ({tr['n']} references, another shape, no motion word; debias `difference`): "
+                          f"motion fidelity {tr['method']:.2f} with the embeddings vs {tr['base']:.2f} for the base "
+                          f"model from the same seed, higher in {tr['method_higher']} of {tr['n']}"]
     if data.get("bytes"):
         lines += ["", f"Size on disk: {sum(data['bytes'].values()) / 1e6:.1f} MB"]
     return "\n".join(lines) + "\n"
@@ -1096,6 +1132,7 @@ def main(argv: list[str] | None = None) -> int:
     e = sub.add_parser("eval", help="measure a built toy world")
     e.add_argument("--out", default=str(TOY_DIR))
     e.add_argument("-n", type=int, default=24)
+    e.add_argument("--transfer", type=int, default=4, help="references of the motion-transfer check (0 skips it)")
     e.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
     if args.command == "build":
@@ -1107,7 +1144,7 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         out = Path(args.out)
-        print(json.dumps(measure(out / "pipeline", out / "clip", n=args.n), indent=1, default=_jsonable))
+        print(json.dumps(measure(out / "pipeline", out / "clip", n=args.n, transfer=args.transfer), indent=1, default=_jsonable))
     return 0
 
 

@@ -94,6 +94,12 @@ def test_build_log_markdown_marks_reused_phases_and_shows_both_loss_curves():
     md = toy.log_markdown(log)
     assert "| UNet + text encoder, single frames | 100 (batch 64 frames) | | final loss 0.3500 |" in md
     assert "UNet loss on single frames (mean over 50 steps): 50: 0.6000, 100: 0.3500" in md
+    assert "Motion transfer" not in md  # no final measurement yet
+    log["final"] = {"clip_zero_shot": {"n": 360, "shape": 1.0, "color": 1.0, "background": 1.0}, "samples": [],
+                    "transfer": {"n": 4, "method": 0.751, "base": 0.34, "method_higher": 3}}
+    assert ("Motion transfer (4 references, another shape, no motion word; debias `difference`): motion fidelity "
+            "0.75 with the embeddings vs 0.34 for the base model from the same seed, higher in 3 of 4") \
+        in toy.log_markdown(log)
 
 
 def test_the_image_phase_trains_the_unet_on_single_frames_with_appearance_captions():
