@@ -651,11 +651,13 @@ def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | 
     motion each, source prompt without motion words) and generate shape B with no motion word, with the
     embeddings (debias `difference`) and with the plain base model from the same seed → the mean motion fidelity
     of each and in how many references the method is higher. A base model that follows its prompts can still
-    fail here (build 9 in benchmarks/README.md: its embeddings carried the motion only under the source
-    prompt); the paired test over 12 references is tests/test_toy_world.py's."""
+    fail here (builds 8 and 9 in benchmarks/README.md: their embeddings carried the motion only under the source
+    prompt, if at all); the paired test over 12 references is tests/test_toy_world.py's."""
+    if n < 1:
+        raise ValueError(f"transfer_check needs at least 1 reference, got n={n}")
     rows = []
     for k in range(n):
-        motion = td.STRAIGHT[(3 * k) % len(td.STRAIGHT)]  # right, down, down_right, left, ...: both axes and a diagonal in 4
+        motion = td.STRAIGHT[(3 * k) % len(td.STRAIGHT)]  # right, down, down_right, left: both axes, a diagonal
         a, b = td.SHAPES[k % len(td.SHAPES)], td.SHAPES[(k + 1) % len(td.SHAPES)]
         color, background = list(td.COLORS)[k % len(td.COLORS)], list(td.BACKGROUNDS)[k % len(td.BACKGROUNDS)]
         ref, _ = reference_clip(motion, a, color, background, seed=seed + k)
@@ -1135,6 +1137,8 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--transfer", type=int, default=4, help="references of the motion-transfer check (0 skips it)")
     e.add_argument("--threads", type=int, default=2)
     args = parser.parse_args(argv)
+    if args.command == "eval" and args.transfer < 0:
+        parser.error(f"--transfer {args.transfer}: give a number of references, or 0 to skip the transfer check")
     if args.command == "build":
         cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in BuildConfig.__dataclass_fields__})
         data = build(cfg)
@@ -1144,7 +1148,8 @@ def main(argv: list[str] | None = None) -> int:
 
         torch.set_num_threads(args.threads)
         out = Path(args.out)
-        print(json.dumps(measure(out / "pipeline", out / "clip", n=args.n, transfer=args.transfer), indent=1, default=_jsonable))
+        print(json.dumps(measure(out / "pipeline", out / "clip", n=args.n, transfer=args.transfer), indent=1,
+                         default=_jsonable))
     return 0
 
 

@@ -95,6 +95,8 @@ def test_build_log_markdown_marks_reused_phases_and_shows_both_loss_curves():
     assert "| UNet + text encoder, single frames | 100 (batch 64 frames) | | final loss 0.3500 |" in md
     assert "UNet loss on single frames (mean over 50 steps): 50: 0.6000, 100: 0.3500" in md
     assert "Motion transfer" not in md  # no final measurement yet
+    with pytest.raises(ValueError, match="at least 1 reference, got n=0"):
+        toy.transfer_check(None, None, n=0)  # a mean over no references would be a silent NaN
     log["final"] = {"clip_zero_shot": {"n": 360, "shape": 1.0, "color": 1.0, "background": 1.0}, "samples": [],
                     "transfer": {"n": 4, "method": 0.751, "base": 0.34, "method_higher": 3}}
     assert ("Motion transfer (4 references, another shape, no motion word; debias `difference`): motion fidelity "
