@@ -768,14 +768,15 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
             eval_every = max(100, steps.estimate() // 6)
         idx = torch.from_numpy(rng.integers(len(latents), size=cfg.unet_batch))
         z0 = latents[idx]
-        texts = [td.training_caption(specs[i], rng, cfg.drop_motion, cfg.drop_all) for i in idx.tolist()]
+        batch_specs = [specs[i] for i in idx.tolist()]
+        texts = [td.training_caption(spec, rng, cfg.drop_motion, cfg.drop_all) for spec in batch_specs]
         # layout and motion are decided at high noise levels: a share of each batch is drawn there
         n_train = scheduler.config.num_train_timesteps
         t = torch.randint(0, n_train, (cfg.unet_batch,))
         high = torch.rand(cfg.unet_batch) < cfg.high_t
         t[high] = torch.randint(int(0.8 * n_train), n_train, (int(high.sum()),))
         lr = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup if not image_steps else 50)
-        diffusion_loss, distill = train_step(z0, t, texts, [specs[i] for i in idx.tolist()], lr)
+        diffusion_loss, distill = train_step(z0, t, texts, batch_specs, lr)
         step += 1
         window.append(diffusion_loss)
         if distill is not None:
@@ -868,9 +869,10 @@ def _train_on_frames(cfg: BuildConfig, log: BuildLog, train_step, latents, specs
         idx = torch.from_numpy(rng.integers(len(latents), size=cfg.image_batch))
         frame = torch.from_numpy(rng.integers(td.FRAMES, size=cfg.image_batch))
         z0 = latents[idx, :, frame][:, :, None]                                   # [B, 4, 1, h, w]
-        texts = [td.training_caption(specs[i], rng, 1.0, cfg.drop_all) for i in idx.tolist()]
+        batch_specs = [specs[i] for i in idx.tolist()]
+        texts = [td.training_caption(spec, rng, 1.0, cfg.drop_all) for spec in batch_specs]
         t = torch.randint(0, SCHEDULER_CONFIG["num_train_timesteps"], (cfg.image_batch,))
-        loss, _ = train_step(z0, t, texts, [specs[i] for i in idx.tolist()],
+        loss, _ = train_step(z0, t, texts, batch_specs,
                              cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup))
         step += 1
         window.append(loss)
@@ -1021,14 +1023,14 @@ def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: 
     prompt following (shape, colour, direction) of `n` generations per (DDIM steps, guidance) setting, and
     whether the method transfers motion (`transfer_check` over `transfer` references; 0 skips it)."""
     from evaluation import ScorerConfig, get_scorer
-    from evaluation.clip import load_clip
 
     from .presets import get_preset, load_pipeline
 
     t0 = time.perf_counter()
     pipe = load_pipeline(get_preset("toy", model=pipeline_dir), device="cpu")
-    clip_name = f"local-dir:{Path(clip_dir).resolve()}"
-    judge = ToyJudge(load_clip(clip_name, None))
+    # one toy CLIP for the judge and the transfer check's scorer, as the tests have it
+    scorer = get_scorer(ScorerConfig.from_names(clip=f"local-dir:{Path(clip_dir).resolve()}", tracker="lk", fid="clip"))
+    judge = ToyJudge(scorer.clip)
     out: dict = {"load_seconds": time.perf_counter() - t0}
     out["clip_zero_shot"] = zero_shot(judge, *held_out_frames(seed + 1))
     out["samples"] = []
@@ -1037,7 +1039,6 @@ def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: 
         out["samples"].append(res)
     if transfer:
         t1 = time.perf_counter()
-        scorer = get_scorer(ScorerConfig.from_names(clip=clip_name, tracker="lk", fid="clip"))
         out["transfer"] = transfer_check(pipe, scorer, transfer, seed=seed + 400) | {
             "seconds": time.perf_counter() - t1}
     return out
