@@ -10,6 +10,7 @@ shipped weights load through the same `from_pretrained` / open_clip paths as Zer
     python -m model.toy build              # train everything from seed 0 (75 min on 2 CPU cores)
     python -m model.toy build --minutes 10 # a quick, worse world (same steps, shorter phases)
     python -m model.toy build --reuse W --resume W --out X  # fine-tune world W's UNet + text encoder into X
+    python -m model.toy build --eval-transfer 4  # also check the method's transfer at every sample check
     python -m model.toy eval [--transfer 4] # re-measure the shipped world (and whether the method transfers)
 
 Build order: VAE (reconstruction + a tiny KL) → toy CLIP (contrastive, on clean frames and VAE decodes)
@@ -124,6 +125,10 @@ class BuildConfig:
     eval_clips: int = 12
     eval_ddim_steps: int = 20
     eval_guidance: float = 9.0
+    # References of a motion-transfer check (`transfer_check`) at every sample check (0 = none; about 25 s a
+    # reference on 2 CPU cores). Why: builds 8 and 9 followed their prompts better than build 3 and still lost the
+    # method's transfer, which only the final measurement showed; with this a build shows when it goes.
+    eval_transfer: int = 0
     snapshot: str = ""             # folder where the EMA pipeline is saved at every sample check ("" = none)
     reuse: str = ""                # a built world whose VAE and toy CLIP this build keeps ("" = train them)
     resume: str = ""               # a built world whose UNet + text encoder this build continues ("" = from seed)
@@ -135,7 +140,8 @@ class BuildConfig:
     # Share of the UNet phase spent first on single frames (captions without motion words, uniform timesteps), as
     # video models start from an image model (0 = none, as in build 3). Why: every clip-trained build drew squares
     # and circles as one blob whose outline the noise decides; a batch of 64 frames shows 64 shapes for the cost of
-    # 16 clips. Build 8 (0.3, with 24–28 px shapes) is the first whose squares come out boxy (benchmarks/README.md).
+    # 16 clips. Build 8 (0.3, with 24–28 px shapes) is the first whose squares come out boxy; build 10 (0.2, 16–20 px)
+    # still draws one blob, and both weakened the method's transfer (benchmarks/README.md), so it stays off.
     image_share: float = 0.0
     image_batch: int = 64
 
@@ -723,7 +729,7 @@ def load_built_unet(world: Path):
             CLIPTextModel.from_pretrained(folder / "text_encoder", torch_dtype=torch.float32))
 
 
-def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
+def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, scorer=None):
     import torch
 
     from .presets import clip_tokenizer
@@ -795,15 +801,20 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None):
                                                   evaluations=evals)
                 log.save()
         if judge is not None and eval_every and step % eval_every == 0:
-            res, _ = evaluate_samples(make_pipeline(vae, ema_text, ema_unet, tokenizer=tokenizer), judge,
-                                      cfg.eval_clips, 1000, cfg.eval_ddim_steps, cfg.eval_guidance)
+            pipe = make_pipeline(vae, ema_text, ema_unet, tokenizer=tokenizer)
+            res, _ = evaluate_samples(pipe, judge, cfg.eval_clips, 1000, cfg.eval_ddim_steps, cfg.eval_guidance)
+            if cfg.eval_transfer and scorer is not None:
+                # the final measurement's references (measure() at seed + 500 uses seed + 900): one curve
+                res["transfer"] = transfer_check(pipe, scorer, cfg.eval_transfer, seed=cfg.seed + 900)
             res.update(step=step, minutes=log.elapsed() / 60)
             if cfg.snapshot:
                 _snapshot(vae, ema_text, ema_unet, tokenizer, Path(cfg.snapshot), step)
             evals.append(res)
             log.say(f"unet step {step} samples: shape {res['shape']:.2f} colour {res['color']:.2f} "
                     f"direction {res['direction']:.2f}, follows motion words {res['motion_follows_words']:+.2f} "
-                    f"({res['seconds_per_clip']:.1f} s/clip)")
+                    f"({res['seconds_per_clip']:.1f} s/clip)" + (
+                        f"; transfer: method {res['transfer']['method']:+.2f} vs base {res['transfer']['base']:+.2f}"
+                        if "transfer" in res else ""))
     if window:
         curve.append((step, float(np.mean(window))))
     log.data["phases"]["unet"] = dict(
@@ -929,11 +940,17 @@ def build(cfg: BuildConfig) -> dict:
         log.data["phases"]["clip"]["zero_shot"] = zero_shot(judge, *held)
         log.say(f"clip zero-shot on held-out frames: {log.data['phases']['clip']['zero_shot']}")
         log.save()
+        save_clip(clip_model, tmp / "clip")  # now: the transfer checks during training score with it
+        scorer = None
+        if cfg.eval_transfer:
+            from evaluation import ScorerConfig, get_scorer
+
+            scorer = get_scorer(ScorerConfig.from_names(clip=f"local-dir:{(tmp / 'clip').resolve()}", tracker="lk",
+                                                        fid="clip"))
         t = time.perf_counter()
-        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge)
+        unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge, scorer)
         log.data["phases"]["unet"]["seconds"] = time.perf_counter() - t
         log.data["train_seconds"] = log.elapsed()
-        save_clip(clip_model, tmp / "clip")
         save_pipeline(vae, text_encoder, unet, tokenizer, tmp / "pipeline",
                       {"format": TOY_FORMAT, "seed": cfg.seed, "config": asdict(cfg)})
         log.save()
@@ -1077,12 +1094,20 @@ def log_markdown(data: dict) -> str:
                          f"frames) | | final loss {u['image_curve'][-1][1]:.4f} |")
         lines.append(f"| UNet + text encoder | {u['steps']} (batch {u.get('batch')}) | "
                      f"{u.get('seconds', 0) / 60:.1f} | final loss {u['loss_curve'][-1][1]:.4f} |")
-        lines += ["", "Samples of the EMA weights during training (prompted shape, colour, straight motion):", "",
-                  "| step | min | shape | colour | both | direction | follows motion words |",
-                  "|---|---|---|---|---|---|---|"]
-        for e in u.get("evaluations", []):
+        evals = u.get("evaluations", [])
+        transfer = any("transfer" in e for e in evals)
+        lines += ["", "Samples of the EMA weights during training (prompted shape, colour, straight motion"
+                  + ("; transfer: the method's and the base model's mean motion fidelity, `transfer_check`" if transfer
+                     else "") + "):", "",
+                  "| step | min | shape | colour | both | direction | follows motion words |"
+                  + (" transfer: method / base (method higher) |" if transfer else ""),
+                  "|---|---|---|---|---|---|---|" + ("---|" if transfer else "")]
+        for e in evals:
+            tr = e.get("transfer")
             lines.append(f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
-                         f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |")
+                         f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |"
+                         + ((f" {tr['method']:+.2f} / {tr['base']:+.2f} ({tr['method_higher']} of {tr['n']}) |"
+                             if tr else " |") if transfer else ""))
         for name, curve in (("UNet loss on single frames", u.get("image_curve")), ("UNet loss", u["loss_curve"]),
                             ("text distillation loss", u.get("distill_curve"))):
             if curve:
@@ -1123,7 +1148,7 @@ def main(argv: list[str] | None = None) -> int:
     b.add_argument("--clip-share", type=float, default=defaults.clip_share)
     b.add_argument("--vae-share", type=float, default=defaults.vae_share)
     for name in ("vae_steps", "clip_steps", "unet_steps", "train_clips", "unet_batch", "seed", "threads",
-                 "eval_every", "eval_clips", "image_batch"):
+                 "eval_every", "eval_clips", "image_batch", "eval_transfer"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
     for name in ("unet_lr", "drop_motion", "high_t", "text_distill", "image_share"):
         b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
@@ -1140,6 +1165,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "eval" and args.transfer < 0:
         parser.error(f"--transfer {args.transfer}: give a number of references, or 0 to skip the transfer check")
+    if args.command == "build" and args.eval_transfer < 0:
+        parser.error(f"--eval-transfer {args.eval_transfer}: give a number of references, or 0 for no transfer "
+                     "check at the sample checks")
     if args.command == "build":
         cfg = BuildConfig(**{k: v for k, v in vars(args).items() if k in BuildConfig.__dataclass_fields__})
         data = build(cfg)

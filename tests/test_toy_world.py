@@ -131,6 +131,31 @@ def test_the_builds_transfer_check_pairs_method_and_base_per_reference(toy_pipe,
     assert got["method"] == pytest.approx(method.mean()) and got["base"] == pytest.approx(base.mean())
 
 
+
+def test_a_build_can_check_transfer_at_every_sample_check(scorer, judge, monkeypatch):
+    """`build --eval-transfer N`: every sample check of the UNet phase also runs `transfer_check` on the EMA
+    weights, with the final measurement's references, and the build log shows the curve. Plumbing here: a fresh
+    UNet trained 2 steps on 4 clips, 3 inversion and 2 denoising steps; a build without it has no such column."""
+    monkeypatch.setitem(toy.INVERSION_DEFAULTS, "steps", 3)
+    monkeypatch.setitem(toy.GENERATION_DEFAULTS, "steps", 2)
+    cfg = toy.BuildConfig(train_clips=4, unet_steps=2, unet_batch=2, eval_every=2, eval_clips=1, eval_ddim_steps=2,
+                          eval_transfer=2)
+    calls = []
+    check = toy.transfer_check
+    monkeypatch.setattr(toy, "transfer_check", lambda *a, **k: calls.append(k["seed"]) or check(*a, **k))
+    log = toy.BuildLog(None)
+    toy.train_unet(cfg, log, toy.build_vae(), judge, scorer)
+    (sample,) = log.data["phases"]["unet"]["evaluations"]
+    assert calls == [cfg.seed + 900] and sample["step"] == 2  # measure(seed=cfg.seed + 500) checks seed + 900
+    assert sample["transfer"]["n"] == 2 and sample["transfer"]["motions"] == ["right", "down"]
+    log.data["config"] = {"seed": 0}
+    tr = sample["transfer"]
+    row = f"| {tr['method']:+.2f} / {tr['base']:+.2f} ({tr['method_higher']} of 2) |"
+    md = toy.log_markdown(log.data)
+    assert "transfer: method / base (method higher) |" in md and row in md
+    del sample["transfer"]
+    assert "transfer" not in toy.log_markdown(log.data)
+
 # ------------------------------------------------------------------------ the base model follows its prompt
 @pytest.fixture(scope="module")
 def prompted(toy_pipe):
