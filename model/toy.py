@@ -804,8 +804,9 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
             pipe = make_pipeline(vae, ema_text, ema_unet, tokenizer=tokenizer)
             res, _ = evaluate_samples(pipe, judge, cfg.eval_clips, 1000, cfg.eval_ddim_steps, cfg.eval_guidance)
             if cfg.eval_transfer and scorer is not None:
-                # the final measurement's references (measure() at seed + 500 uses seed + 900): one curve
-                res["transfer"] = transfer_check(pipe, scorer, cfg.eval_transfer, seed=cfg.seed + 900)
+                # the final measurement's references: one curve
+                res["transfer"] = transfer_check(pipe, scorer, cfg.eval_transfer,
+                                                 seed=cfg.seed + FINAL_SEED_OFFSET + TRANSFER_SEED_OFFSET)
             res.update(step=step, minutes=log.elapsed() / 60)
             if cfg.snapshot:
                 _snapshot(vae, ema_text, ema_unet, tokenizer, Path(cfg.snapshot), step)
@@ -941,12 +942,7 @@ def build(cfg: BuildConfig) -> dict:
         log.say(f"clip zero-shot on held-out frames: {log.data['phases']['clip']['zero_shot']}")
         log.save()
         save_clip(clip_model, tmp / "clip")  # now: the transfer checks during training score with it
-        scorer = None
-        if cfg.eval_transfer:
-            from evaluation import ScorerConfig, get_scorer
-
-            scorer = get_scorer(ScorerConfig.from_names(clip=f"local-dir:{(tmp / 'clip').resolve()}", tracker="lk",
-                                                        fid="clip"))
+        scorer = toy_scorer(tmp / "clip") if cfg.eval_transfer else None
         t = time.perf_counter()
         unet, text_encoder, tokenizer = train_unet(cfg, log, vae, judge, scorer)
         log.data["phases"]["unet"]["seconds"] = time.perf_counter() - t
@@ -955,7 +951,7 @@ def build(cfg: BuildConfig) -> dict:
                       {"format": TOY_FORMAT, "seed": cfg.seed, "config": asdict(cfg)})
         log.save()
         # the final measurement goes through the shipped files and the project's own loaders
-        log.data["final"] = measure(tmp / "pipeline", tmp / "clip", seed=cfg.seed + 500)
+        log.data["final"] = measure(tmp / "pipeline", tmp / "clip", seed=cfg.seed + FINAL_SEED_OFFSET)
         log.data["total_seconds"] = log.elapsed()
         log.data["bytes"] = {p.relative_to(tmp).as_posix(): p.stat().st_size
                              for p in sorted(tmp.rglob("*")) if p.is_file()}
@@ -1034,20 +1030,30 @@ def zero_shot(judge: ToyJudge, frames: np.ndarray, labels: list[tuple[str, str, 
             for i, k in enumerate(("shape", "color", "background"))} | {"n": len(labels)}
 
 
-def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: int = 500, n: int = 24,
+def toy_scorer(clip_dir: Path):
+    """The project's scorer on a built toy CLIP folder (its `local-dir:` name) with Lucas–Kanade tracks."""
+    from evaluation import ScorerConfig, get_scorer
+
+    return get_scorer(ScorerConfig.from_names(clip=f"local-dir:{Path(clip_dir).resolve()}", tracker="lk", fid="clip"))
+
+
+#: measure() runs at the build seed + FINAL_SEED_OFFSET, its transfer check at that + TRANSFER_SEED_OFFSET (the
+#: build's sample checks reuse those references, so their transfer numbers and the final one are one curve)
+FINAL_SEED_OFFSET, TRANSFER_SEED_OFFSET = 500, 400
+
+
+def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: int = FINAL_SEED_OFFSET,
+            n: int = 24,
             settings: tuple[tuple[int, float], ...] = ((30, 12.0), (30, 7.5)), transfer: int = 4) -> dict:
     """Load the saved world as users do and measure it: toy-CLIP zero-shot accuracy on held-out frames,
     prompt following (shape, colour, direction) of `n` generations per (DDIM steps, guidance) setting, and
     whether the method transfers motion (`transfer_check` over `transfer` references; 0 skips it)."""
-    from evaluation import ScorerConfig, get_scorer
-
     from .presets import get_preset, load_pipeline
 
     t0 = time.perf_counter()
     pipe = load_pipeline(get_preset("toy", model=pipeline_dir), device="cpu")
-    # one toy CLIP for the judge and the transfer check's scorer, as the tests have it
-    scorer = get_scorer(ScorerConfig.from_names(clip=f"local-dir:{Path(clip_dir).resolve()}", tracker="lk", fid="clip"))
-    judge = ToyJudge(scorer.clip)
+    scorer = toy_scorer(clip_dir)
+    judge = ToyJudge(scorer.clip)  # one toy CLIP for the judge and the transfer check, as the tests have it
     out: dict = {"load_seconds": time.perf_counter() - t0}
     out["clip_zero_shot"] = zero_shot(judge, *held_out_frames(seed + 1))
     out["samples"] = []
@@ -1056,7 +1062,7 @@ def measure(pipeline_dir: Path = PIPELINE_DIR, clip_dir: Path = CLIP_DIR, seed: 
         out["samples"].append(res)
     if transfer:
         t1 = time.perf_counter()
-        out["transfer"] = transfer_check(pipe, scorer, transfer, seed=seed + 400) | {
+        out["transfer"] = transfer_check(pipe, scorer, transfer, seed=seed + TRANSFER_SEED_OFFSET) | {
             "seconds": time.perf_counter() - t1}
     return out
 
@@ -1103,11 +1109,13 @@ def log_markdown(data: dict) -> str:
                   + (" transfer: method / base (method higher) |" if transfer else ""),
                   "|---|---|---|---|---|---|---|" + ("---|" if transfer else "")]
         for e in evals:
-            tr = e.get("transfer")
-            lines.append(f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
-                         f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |"
-                         + ((f" {tr['method']:+.2f} / {tr['base']:+.2f} ({tr['method_higher']} of {tr['n']}) |"
-                             if tr else " |") if transfer else ""))
+            row = (f"| {e['step']} | {e['minutes']:.0f} | {e['shape']:.2f} | {e['color']:.2f} | "
+                   f"{e['both']:.2f} | {e['direction']:.2f} | {_fmt(e.get('motion_follows_words', '-'))} |")
+            if transfer:
+                tr = e.get("transfer")
+                row += (f" {tr['method']:+.2f} / {tr['base']:+.2f} ({tr['method_higher']} of {tr['n']}) |" if tr
+                        else " |")
+            lines.append(row)
         for name, curve in (("UNet loss on single frames", u.get("image_curve")), ("UNet loss", u["loss_curve"]),
                             ("text distillation loss", u.get("distill_curve"))):
             if curve:
