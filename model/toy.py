@@ -121,6 +121,11 @@ class BuildConfig:
     drop_motion: float = 0.15
     drop_all: float = 0.12
     high_t: float = 0.5            # share of a batch whose timesteps come from the noisiest 20 % (layout and motion)
+    # The clip phase's other timesteps (1 - high_t of a batch) are drawn below this share of the schedule (1 = all):
+    # below 1, a fine-tune that dwells on the lower-noise steps, which draw detail. Why: re-noised to t = 200 and
+    # denoised, build 3 turns 2 of 6 real squares into circles, so corners are lost at low noise too.
+    # Off by default: as a fine-tune of build 3 (build 11) it kept squares at 0.2 but not above (benchmarks/README.md).
+    t_max: float = 1.0
     eval_every: int = 0            # UNet steps between sample-quality checks (0: about 6 checks)
     eval_clips: int = 12
     eval_ddim_steps: int = 20
@@ -137,6 +142,13 @@ class BuildConfig:
     # and "circle" (hidden states 0.011 apart, "triangle" 0.116); with 0.5 the words stay apart. Necessary, not
     # sufficient: builds 5–7 kept them apart and still drew one blob for both (benchmarks/README.md).
     text_distill: float = 0.0
+    # Weight of a paired loss (0 = off): each clip-phase batch is unet_batch/2 clips and the same clips with another
+    # shape (`shape_counterpart`), with the same caption but for the shape word, the same timestep and noise; the
+    # error of the difference of their predictions is added with this weight. Why: a square and a circle of 18 px
+    # differ in 1.7 % of the frame, so the plain loss hardly sees the corners beside position, colour and motion.
+    # Off by default: build 12 (weight 8) then kept real squares re-noised to 0.4 of the schedule (build 3: 2 of 6),
+    # but from 0.6 up and from pure noise it still drew one blob; at 16 (build 13) it lost the motion words.
+    shape_pairs: float = 0.0
     # Share of the UNet phase spent first on single frames (captions without motion words, uniform timesteps), as
     # video models start from an image model (0 = none, as in build 3). Why: every clip-trained build drew squares
     # and circles as one blob whose outline the noise decides; a batch of 64 frames shows 64 shapes for the cost of
@@ -678,8 +690,9 @@ def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | 
 
 
 # ----------------------------------------------------------------------------------- UNet training
-def encode_dataset(vae, n: int, seed: int, log: BuildLog):
-    """A fixed training set: `n` clips, their specs and their VAE latents [n, 4, F, 8, 8] (× scaling)."""
+def encode_dataset(vae, n: int, seed: int, log: BuildLog, given: list[td.ClipSpec] | None = None):
+    """A fixed training set: `n` clips, their specs and their VAE latents [n, 4, F, 8, 8] (× scaling); with
+    `given`, those clips instead."""
     import torch
 
     rng = np.random.default_rng(seed)
@@ -687,7 +700,7 @@ def encode_dataset(vae, n: int, seed: int, log: BuildLog):
     t0 = time.perf_counter()
     with torch.no_grad():
         for i in range(0, n, 32):
-            batch = [td.sample_spec(rng) for _ in range(min(32, n - i))]
+            batch = given[i:i + 32] if given else [td.sample_spec(rng) for _ in range(min(32, n - i))]
             frames = np.stack([s.render() for s in batch])          # [b, F, H, W, 3]
             x = _to_tensor(frames.reshape(-1, *frames.shape[2:]))     # [b·F, 3, H, W]
             z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
@@ -698,6 +711,12 @@ def encode_dataset(vae, n: int, seed: int, log: BuildLog):
                 log.say(f"encoding training clips {i}/{n}")
     log.data["phases"]["latents"] = dict(clips=n, seconds=time.perf_counter() - t0)
     return torch.cat(latents), specs
+
+
+def shape_counterpart(spec: td.ClipSpec) -> td.ClipSpec:
+    """The same clip (path, size, colour, background) with the next shape: square → circle → triangle → square,
+    so each pair of shapes is met once."""
+    return dataclasses.replace(spec, shape=td.SHAPES[(td.SHAPES.index(spec.shape) + 1) % len(td.SHAPES)])
 
 
 def appearance_teacher(judge: ToyJudge):
@@ -735,6 +754,10 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
     from .presets import clip_tokenizer
 
     latents, specs = encode_dataset(vae, cfg.train_clips, cfg.seed + 20, log)
+    if cfg.shape_pairs:
+        latents_seconds = log.data["phases"]["latents"]["seconds"]
+        pair_latents, _ = encode_dataset(vae, len(specs), 0, log, given=[shape_counterpart(s) for s in specs])
+        log.data["phases"]["latents"]["seconds"] += latents_seconds
     torch.manual_seed(cfg.seed + 30)
     rng = np.random.default_rng(cfg.seed + 31)
     unet, text_encoder = load_built_unet(Path(cfg.resume)) if cfg.resume else (build_unet(), build_text_encoder())
@@ -762,7 +785,7 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
     shares = 0.0 if cfg.reuse else cfg.vae_share + cfg.clip_share
     budget = cfg.minutes * 60 * (1 - shares) - log.data["phases"]["latents"]["seconds"]
     curve, window, step, evals = [], [], 0, []
-    distill_curve, distill_window = [], []
+    distill_curve, distill_window, pair_curve, pair_window = [], [], [], []
     eval_every = cfg.eval_every
     train_step = _train_step(cfg, scheduler, unet, text_encoder, head, teacher, tokens, opt, params,
                              (ema_unet, ema_text))
@@ -772,18 +795,25 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
     while not steps.done(step):
         if step == 100 and not eval_every:
             eval_every = max(100, steps.estimate() // 6)
-        idx = torch.from_numpy(rng.integers(len(latents), size=cfg.unet_batch))
+        size = cfg.unet_batch // 2 if cfg.shape_pairs else cfg.unet_batch
+        idx = torch.from_numpy(rng.integers(len(latents), size=size))
         z0 = latents[idx]
         batch_specs = [specs[i] for i in idx.tolist()]
         texts = [td.training_caption(spec, rng, cfg.drop_motion, cfg.drop_all) for spec in batch_specs]
         # layout and motion are decided at high noise levels: a share of each batch is drawn there
         n_train = scheduler.config.num_train_timesteps
-        t = torch.randint(0, n_train, (cfg.unet_batch,))
-        high = torch.rand(cfg.unet_batch) < cfg.high_t
+        t = torch.randint(0, max(1, int(cfg.t_max * n_train)), (size,))
+        high = torch.rand(size) < cfg.high_t
         t[high] = torch.randint(int(0.8 * n_train), n_train, (int(high.sum()),))
+        if cfg.shape_pairs:  # each clip and its other-shape counterpart, same caption otherwise, same t (and noise)
+            pairs = [shape_counterpart(spec) for spec in batch_specs]
+            texts += [text.replace(f" {a.shape} ", f" {b.shape} ") for text, a, b in zip(texts, batch_specs, pairs)]
+            z0, batch_specs, t = torch.cat([z0, pair_latents[idx]]), batch_specs + pairs, torch.cat([t, t])
         lr = cfg.unet_lr * _lr_factor(step, steps.estimate(), cfg.warmup if not image_steps else 50)
         diffusion_loss, distill = train_step(z0, t, texts, batch_specs, lr)
         step += 1
+        if cfg.shape_pairs:
+            pair_window.append(train_step.pair_loss.item())
         window.append(diffusion_loss)
         if distill is not None:
             distill_window.append(distill)
@@ -791,11 +821,14 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
             curve.append((step, float(np.mean(window))))
             if distill_window:
                 distill_curve.append((step, float(np.mean(distill_window))))
-            window, distill_window = [], []
+            if pair_window:
+                pair_curve.append((step, float(np.mean(pair_window))))
+            window, distill_window, pair_window = [], [], []
             if step % 250 == 0:
                 rate = (time.perf_counter() - t_train) / step
                 log.say(f"unet step {step}/{steps.estimate()} loss {curve[-1][1]:.4f}"
                         + (f" distill {distill_curve[-1][1]:.4f}" if distill_curve else "")
+                        + (f" pair {pair_curve[-1][1]:.4f}" if pair_curve else "")
                         + f" ({rate:.2f} s/step)")
                 log.data["phases"]["unet"] = dict(steps=step, loss_curve=curve, distill_curve=distill_curve,
                                                   evaluations=evals)
@@ -819,7 +852,8 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
     if window:
         curve.append((step, float(np.mean(window))))
     log.data["phases"]["unet"] = dict(
-        steps=step, batch=cfg.unet_batch, loss_curve=curve, distill_curve=distill_curve, evaluations=evals,
+        steps=step, batch=cfg.unet_batch, loss_curve=curve, distill_curve=distill_curve, pair_curve=pair_curve,
+        evaluations=evals,
         resumed_from=cfg.resume or None,
         image_steps=image_steps, image_batch=cfg.image_batch, image_curve=image_curve,
         seconds_per_step=(time.perf_counter() - t_train) / max(step, 1),
@@ -839,12 +873,19 @@ def _train_step(cfg: BuildConfig, scheduler, unet, text_encoder, head, teacher, 
 
     def step(z0, t, texts: list[str], specs: list[td.ClipSpec], lr: float) -> tuple[float, float | None]:
         nonlocal updates
-        noise = torch.randn_like(z0)
+        paired = cfg.shape_pairs and z0.shape[2] > 1  # the clip phase's batches are pairs (first half, second half)
+        noise = torch.randn_like(z0[: len(z0) // 2]).repeat(2, 1, 1, 1, 1) if paired else torch.randn_like(z0)
         target = noise if scheduler.config.prediction_type == "epsilon" else scheduler.get_velocity(z0, noise, t)
         for g in opt.param_groups:
             g["lr"] = lr
         pred = unet(scheduler.add_noise(z0, noise, t), t, encoder_hidden_states=text_encoder(tokens(texts))[0]).sample
         loss = diffusion_loss = F.mse_loss(pred, target)
+        if paired:
+            # the error of the pair's difference (what the shape words alone change) weighted up: the plain loss
+            # holds it at weight 1/2, beside everything the two clips share
+            k = len(z0) // 2
+            step.pair_loss = F.mse_loss(pred[:k] - pred[k:], target[:k] - target[k:])
+            loss = loss + cfg.shape_pairs * step.pair_loss
         distill = None
         if teacher is not None:
             plain = [spec.caption(with_motion=False) for spec in specs]
@@ -1158,7 +1199,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("vae_steps", "clip_steps", "unet_steps", "train_clips", "unet_batch", "seed", "threads",
                  "eval_every", "eval_clips", "image_batch", "eval_transfer"):
         b.add_argument("--" + name.replace("_", "-"), type=int, default=getattr(defaults, name))
-    for name in ("unet_lr", "drop_motion", "high_t", "text_distill", "image_share"):
+    for name in ("unet_lr", "drop_motion", "high_t", "t_max", "text_distill", "image_share", "shape_pairs"):
         b.add_argument("--" + name.replace("_", "-"), type=float, default=getattr(defaults, name))
     b.add_argument("--reuse", default="", help="keep the VAE and toy CLIP of this built world (train the UNet only)")
     b.add_argument("--resume", default="", help="continue the UNet + text encoder of this built world (with --reuse "
@@ -1173,6 +1214,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "eval" and args.transfer < 0:
         parser.error(f"--transfer {args.transfer}: give a number of references, or 0 to skip the transfer check")
+    if args.command == "build" and not 0 < args.t_max <= 1:
+        parser.error(f"--t-max {args.t_max}: give a share of the noise schedule in (0, 1] (1 = all timesteps)")
+    if args.command == "build" and args.shape_pairs < 0:
+        parser.error(f"--shape-pairs {args.shape_pairs}: give a weight >= 0 (0 = no paired loss)")
     if args.command == "build" and args.eval_transfer < 0:
         parser.error(f"--eval-transfer {args.eval_transfer}: give a number of references, or 0 for no transfer "
                      "check at the sample checks")

@@ -142,6 +142,78 @@ def test_the_image_phase_trains_the_unet_on_single_frames_with_appearance_captio
     assert any(not torch.equal(a, b) for a, b in zip(before, params))
 
 
+def _record_clip_phase(monkeypatch, cfg: toy.BuildConfig) -> list[dict]:
+    """Run `train_unet`'s clip phase for cfg's steps on a random UNet and VAE; per step: its batch, timesteps,
+    captions, specs, the UNet's noisy input and prediction, and the paired loss the step computed."""
+    unet = toy.build_unet()
+    seen: list[dict] = []
+    forward = unet.forward
+
+    def spy(sample, timestep, **kwargs):
+        out = forward(sample, timestep, **kwargs)
+        if sample.shape[2] > 1 and len(seen[-1]) == 4:  # the step's diffusion forward (not the distillation's)
+            seen[-1].update(noisy=sample.detach().clone(), pred=out.sample.detach().clone())
+        return out
+
+    unet.forward = spy
+    real = toy._train_step
+
+    def recording_train_step(*args, **kwargs):
+        step = real(*args, **kwargs)
+
+        def wrapped(z0, t, texts, specs, lr):
+            seen.append(dict(z0=z0.clone(), t=t.clone(), texts=list(texts), specs=list(specs)))
+            out = step(z0, t, texts, specs, lr)
+            wrapped.pair_loss = seen[-1]["pair_loss"] = getattr(step, "pair_loss", None)
+            return out
+
+        return wrapped
+
+    monkeypatch.setattr(toy, "build_unet", lambda: unet)
+    monkeypatch.setattr(toy, "_train_step", recording_train_step)
+    toy.train_unet(cfg, toy.BuildLog(None), toy.build_vae(), None)
+    return seen
+
+
+def test_shape_pairs_train_each_clip_beside_its_other_shape_from_the_same_noise(monkeypatch):
+    """`build --shape-pairs W`: each clip-phase batch is half clips, half the same clips with the next shape
+    (same path, size, colour, background; the caption changed in its shape word only), at the same timestep
+    and from the same noise, and the paired loss is the error of the pair's difference, recomputed here from
+    the UNet's own input and output."""
+    import torch
+
+    cfg = toy.BuildConfig(train_clips=6, unet_steps=2, unet_batch=6, shape_pairs=2.0)
+    steps = _record_clip_phase(monkeypatch, cfg)
+    assert len(steps) == 2
+    alphas = toy.build_scheduler().alphas_cumprod
+    for s in steps:
+        k = len(s["z0"]) // 2
+        a, b = s["specs"][:k], s["specs"][k:]
+        assert k == 3 and b == [toy.shape_counterpart(x) for x in a]
+        assert all(x.shape != y.shape and x.path().tolist() == y.path().tolist() and (x.color, x.size) ==
+                   (y.color, y.size) for x, y in zip(a, b))
+        assert s["texts"][k:] == [t.replace(f" {x.shape} ", f" {y.shape} ") for t, x, y in zip(s["texts"], a, b)]
+        assert torch.equal(s["t"][:k], s["t"][k:])
+        ab = alphas[s["t"]].view(-1, 1, 1, 1, 1)
+        noise = (s["noisy"] - ab.sqrt() * s["z0"]) / (1 - ab).sqrt()
+        torch.testing.assert_close(noise[:k], noise[k:], atol=1e-4, rtol=1e-4)
+        target = ab.sqrt() * noise - (1 - ab).sqrt() * s["z0"]  # v
+        expected = torch.nn.functional.mse_loss(s["pred"][:k] - s["pred"][k:], target[:k] - target[k:])
+        assert s["pair_loss"].item() == pytest.approx(expected.item(), rel=1e-3)
+    assert [toy.shape_counterpart(toy.shape_counterpart(toy.shape_counterpart(x))) for x in a] == a
+
+
+def test_t_max_keeps_the_clip_phase_below_a_share_of_the_noise_schedule(monkeypatch):
+    """`build --t-max 0.3 --high-t 0`: every clip-phase timestep is below 300 of 1,000; the high-noise share,
+    when on, still draws from the noisiest 20 %; without pairs the batch is the plain unet_batch."""
+    low = _record_clip_phase(monkeypatch, toy.BuildConfig(train_clips=4, unet_steps=3, unet_batch=8, t_max=0.3,
+                                                          high_t=0.0))
+    assert all(len(s["t"]) == 8 and int(s["t"].max()) < 300 and s["pair_loss"] is None for s in low)
+    mixed = _record_clip_phase(monkeypatch, toy.BuildConfig(train_clips=4, unet_steps=3, unet_batch=8, t_max=0.3,
+                                                            high_t=1.0))
+    assert all(int(s["t"].min()) >= 800 for s in mixed)
+
+
 def test_demo_figure_table_keeps_error_rows_visible_and_out_of_the_statistics():
     import importlib.util
     from pathlib import Path
