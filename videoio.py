@@ -45,7 +45,7 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
             plugin = "pillow" if path.suffix.lower() == ".gif" else "pyav"
             frames = iio.imread(path, plugin=plugin, index=None)
         except Exception as exc:  # noqa: BLE001
-            raise VideoError(f"cannot decode video {path}: {type(exc).__name__}: {exc}") from None
+            raise _undecodable(path, exc) from None
         frames = np.asarray(frames)
         if frames.ndim == 3:  # a one-frame file comes back without the time axis
             frames = frames[None]
@@ -53,6 +53,12 @@ def read_video(path: str | os.PathLike) -> np.ndarray:
     if frames.shape[0] < 2:
         raise VideoError(f"{path} has a single frame; a video needs at least 2")
     return frames
+
+
+def _undecodable(path: Path, exc: Exception) -> VideoError:
+    return VideoError(f"cannot decode video {path}: {type(exc).__name__}: {exc} (is the file complete? re-encode "
+                      f"it, e.g. `ffmpeg -i {path.name} -c:v libx264 -pix_fmt yuv420p fixed.mp4`, or give a folder "
+                      "of frames)")
 
 
 def probe_video(path: str | os.PathLike, needed: int) -> tuple[int, int, int]:
@@ -82,7 +88,7 @@ def probe_video(path: str | os.PathLike, needed: int) -> tuple[int, int, int]:
     except VideoError:
         raise
     except Exception as exc:  # noqa: BLE001 - any decoder failure is the user's file
-        raise VideoError(f"cannot decode video {path}: {type(exc).__name__}: {exc}") from None
+        raise _undecodable(path, exc) from None
     if not frames:
         raise VideoError(f"{path} holds no decodable frame")
     if len({f.shape for f in frames}) != 1:

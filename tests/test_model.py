@@ -595,7 +595,7 @@ def test_bad_videos_are_clear_errors(tiny_pipe, tmp_path):
     with pytest.raises(VideoError, match="still image"):
         prepare_reference(tiny_pipe, tmp_path / "still.png", F, H, W)
     (tmp_path / "junk.mp4").write_bytes(b"not a video at all")
-    with pytest.raises(VideoError, match="cannot decode video"):
+    with pytest.raises(VideoError, match=r"cannot decode video .*junk\.mp4.*re-encode it, e\.g\. `ffmpeg -i junk\.mp4"):
         prepare_reference(tiny_pipe, tmp_path / "junk.mp4", F, H, W)
     with pytest.raises(ValueError, match="unknown loss 'l1'"):
         InversionConfig(loss="l1")
