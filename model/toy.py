@@ -690,27 +690,31 @@ def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | 
 
 
 # ----------------------------------------------------------------------------------- UNet training
-def encode_dataset(vae, n: int, seed: int, log: BuildLog, given: list[td.ClipSpec] | None = None):
-    """A fixed training set: `n` clips, their specs and their VAE latents [n, 4, F, 8, 8] (× scaling); with
-    `given`, those clips instead."""
+def encode_clips(vae, specs: list[td.ClipSpec], log: BuildLog):
+    """The VAE latents [n, 4, F, 8, 8] (× scaling) of these clips, rendered and encoded 32 at a time."""
     import torch
 
-    rng = np.random.default_rng(seed)
-    specs, latents = [], []
-    t0 = time.perf_counter()
+    latents = []
     with torch.no_grad():
-        for i in range(0, n, 32):
-            batch = given[i:i + 32] if given else [td.sample_spec(rng) for _ in range(min(32, n - i))]
-            frames = np.stack([s.render() for s in batch])          # [b, F, H, W, 3]
+        for i in range(0, len(specs), 32):
+            frames = np.stack([s.render() for s in specs[i:i + 32]])  # [b, F, H, W, 3]
             x = _to_tensor(frames.reshape(-1, *frames.shape[2:]))     # [b·F, 3, H, W]
             z = vae.encode(x).latent_dist.mean * vae.config.scaling_factor
-            z = z.view(len(batch), td.FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # [b, 4, F, h, w]
+            z = z.view(len(frames), td.FRAMES, *z.shape[1:]).permute(0, 2, 1, 3, 4)  # [b, 4, F, h, w]
             latents.append(z.contiguous())
-            specs.extend(batch)
             if (i // 32) % 100 == 0:
-                log.say(f"encoding training clips {i}/{n}")
+                log.say(f"encoding training clips {i}/{len(specs)}")
+    return torch.cat(latents)
+
+
+def encode_dataset(vae, n: int, seed: int, log: BuildLog):
+    """A fixed training set: `n` clips, their specs and their VAE latents (`encode_clips`)."""
+    rng = np.random.default_rng(seed)
+    t0 = time.perf_counter()
+    specs = [td.sample_spec(rng) for _ in range(n)]
+    latents = encode_clips(vae, specs, log)
     log.data["phases"]["latents"] = dict(clips=n, seconds=time.perf_counter() - t0)
-    return torch.cat(latents), specs
+    return latents, specs
 
 
 def shape_counterpart(spec: td.ClipSpec) -> td.ClipSpec:
@@ -754,10 +758,10 @@ def train_unet(cfg: BuildConfig, log: BuildLog, vae, judge: ToyJudge | None, sco
     from .presets import clip_tokenizer
 
     latents, specs = encode_dataset(vae, cfg.train_clips, cfg.seed + 20, log)
-    if cfg.shape_pairs:
-        latents_seconds = log.data["phases"]["latents"]["seconds"]
-        pair_latents, _ = encode_dataset(vae, len(specs), 0, log, given=[shape_counterpart(s) for s in specs])
-        log.data["phases"]["latents"]["seconds"] += latents_seconds
+    if cfg.shape_pairs:  # the same clips with their other shape, encoded once (their time counts as the latents')
+        t0 = time.perf_counter()
+        pair_latents = encode_clips(vae, [shape_counterpart(s) for s in specs], log)
+        log.data["phases"]["latents"]["seconds"] += time.perf_counter() - t0
     torch.manual_seed(cfg.seed + 30)
     rng = np.random.default_rng(cfg.seed + 31)
     unet, text_encoder = load_built_unet(Path(cfg.resume)) if cfg.resume else (build_unet(), build_text_encoder())
