@@ -229,7 +229,7 @@ def moving_shape_video(
 # --------------------------------------------------------------------------------------------------
 # The toy world's clips: flat shapes with a dark border on plain backgrounds, moving along a path.
 # Anti-aliased from signed distances (sub-pixel positions, smooth motion), so a small VAE can reproduce
-# them and a Lucas–Kanade tracker finds the border's edges and corners. Used by `model.toy_data`.
+# them and a Lucas–Kanade tracker finds the border's edges and corners. Used by `toyworld.data`.
 
 TOY_SHAPES = ("square", "circle", "triangle")
 

@@ -11,6 +11,7 @@ nothing: `debias` is `normalize` in a grid point that removed MV, `debias_applie
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -33,6 +34,8 @@ FID_FEATURES = ("auto", "inception", "clip")
 
 #: The design axes of a sweep, in column order; `inversion.<name>` / `generation.<name>` axes follow.
 DESIGN_AXES = ("qk", "v", "remove", "debias", "seed")
+#: Axes that vary the sample but are not part of the variant (replicates / the checkpoint column).
+NON_VARIANT_AXES = ("inversion.steps", "generation.seed")
 #: The paper's qualitative ablation, (a)–(d): embedding designs, each embedding removed, the debias strategies.
 SEED_GRID = {"qk": list(QK_DESIGNS), "v": list(V_DESIGNS), "remove": ["none", "qk", "v"],
              "debias": ["difference", "normalize", "none"], "seed": [0]}
@@ -95,7 +98,40 @@ SAMPLE_METRICS = tuple(name for name, m in METRICS.items() if m.per_sample)
 PAPER_COLUMNS = ("text_similarity", "motion_fidelity", "temporal_consistency", "fid", "user_preference")
 
 
+def objective_value(metrics: dict, objective: dict) -> float:
+    """A search's objective (`{metric, mode, penalty: {other: weight}}`): metric ± Σ weight·other, each penalty
+    counted in its metric's bad direction; the worst value when a metric is missing or not finite (every
+    generation failed), so a scheduler stops the sample rather than keep it."""
+    sign = 1.0 if objective["mode"] == "max" else -1.0
+    value = metrics.get(objective["metric"])
+    if value is None or not math.isfinite(value):
+        return -sign * math.inf
+    for name, weight in objective.get("penalty", {}).items():
+        other = metrics.get(name)
+        if other is None or not math.isfinite(other):
+            return -sign * math.inf
+        goodness = other if METRICS[name].higher_is_better else -other
+        value += sign * weight * goodness
+    return float(value)
+
+
+def objective_formula(objective: dict) -> str:
+    """The objective as `objective_value` computes it, e.g. "max motion_fidelity − 0.5·appearance_leakage"."""
+    mode = objective.get("mode") or "max"
+    text = f"{mode} {objective['metric']}"
+    for name, weight in (objective.get("penalty") or {}).items():
+        higher_is_better = METRICS[name].higher_is_better if name in METRICS else True
+        plus = (mode == "max") == higher_is_better  # objective_value adds sign·weight·goodness
+        text += f" {'+' if plus else '−'} {weight:g}·{name}"
+    return text
+
+
 # ------------------------------------------------------------------------------------------- presets
+#: Where the toy world's trained weights ship (package data of `model`, beside the code that loads them; built by
+#: `python -m toyworld build`): pipeline/ (the toy preset's diffusers pipeline) and clip/ (its open_clip CLIP).
+TOY_WORLD_DIR = Path(__file__).resolve().parent / "model" / "toy_world"
+
+
 def cache_dir() -> Path:
     """This machine's cache (the tiny preset's weights, fetched reference videos, video probes):
     MOTION_SWEEP_CACHE, else ~/.cache/motion-sweep."""
@@ -132,11 +168,9 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            revision="6963642a64dbefa93663d1ecebb4ceda2d9ecb28"),
     Preset(name="tiny", model="", num_frames=8, height=64, width=64, fps=8, clip="ViT-S-32", tracker="lk",
            description="seeded random toy model with ZeroScope's block types (offline plumbing tests)"),
-    # model "" = the weights shipped in model/toy_world/pipeline (model.presets resolves it); the clip is the
-    # toy CLIP shipped beside it, as an open_clip local folder
-    Preset(name="toy", model="", num_frames=8, height=64, width=64, fps=8,
-           clip="local-dir:" + __import__("os").path.join(
-               __import__("os").path.dirname(__import__("os").path.abspath(__file__)), "model", "toy_world", "clip"),
+    # model "" = the pipeline shipped in TOY_WORLD_DIR (model.presets resolves it, so keys name no local path);
+    # the clip is the toy CLIP shipped beside it, as an open_clip local folder
+    Preset(name="toy", model="", num_frames=8, height=64, width=64, fps=8, clip=f"local-dir:{TOY_WORLD_DIR / 'clip'}",
            tracker="lk",
            description="text-to-video model and CLIP trained on moving shapes (shipped weights; the demo's "
                        "default, where motion inversion measurably works)"),

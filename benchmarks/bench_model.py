@@ -13,14 +13,12 @@ import json
 import os
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import torch  # noqa: E402
+import torch
 
-from model import GenerationConfig, InversionConfig, generate, load_pipeline, train_embeddings  # noqa: E402
+from model import GenerationConfig, InversionConfig, generate, load_pipeline, train_embeddings
 
 
 def bench(pipe, frames: int, height: int, width: int, steps: int, gen_steps: int, videos: int,

@@ -5,7 +5,7 @@ grid (qk 1d/2d × v 2d/1d × remove none/qk/v × debias difference/normalize/non
 pair), checkpoints [250, 400] of a 400-step inversion, 50 DDIM inversion steps, 30 denoising steps.
 
 "Naive" is one Tune trial per grid point: each point DDIM-inverts its video, optimises its own
-embeddings for 400 steps and generates once per checkpoint. "Planned" is what `sweep.plan` schedules:
+embeddings for 400 steps and generates once per checkpoint. "Planned" is what `sweep.run.plan` schedules:
 one DDIM inversion per video, one optimisation per distinct inversion key, one generation per distinct
 canonical sample.
 
@@ -18,31 +18,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from sweep.plan import make_plan, plan_summary  # noqa: E402
-from sweep.spec import Spec  # noqa: E402
-from vocabulary import DEBIAS_MODES, REMOVE, SEED_GRID  # noqa: E402
+from sweep.demo import paper_scale_spec
+from sweep.run.plan import make_plan, plan_summary
+from vocabulary import DEBIAS_MODES, REMOVE, SEED_GRID
 
 FULL_GRID = {**SEED_GRID, "remove": list(REMOVE), "debias": list(DEBIAS_MODES)}
-
-
-def paper_spec(folder: Path, axes: dict, n_videos: int = 22, n_prompts: int = 3) -> Spec:
-    data = []
-    for i in range(n_videos):
-        video = folder / f"video{i:02d}.mp4"
-        video.write_bytes(f"stand-in for reference video {i}".encode())  # only hashed by the planner
-        data.append({"video": str(video), "source_prompt": f"reference {i}",
-                     "prompts": [f"edit {i}.{j}" for j in range(n_prompts)]})
-    return Spec.model_validate({
-        "name": "paper-ablation", "preset": "zeroscope", "storage": str(folder / "results"), "data": data,
-        "axes": axes, "inversion": {"steps": 400, "lr": 0.02, "checkpoints": [250, 400], "ddim_steps": 50},
-        "generation": {"steps": 30, "guidance": 12.0, "noise_prior": 0.5}})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     with tempfile.TemporaryDirectory() as tmp:
-        spec = paper_spec(Path(tmp), FULL_GRID if args.full else SEED_GRID)
+        spec = paper_scale_spec(Path(tmp), FULL_GRID if args.full else SEED_GRID)
         start = time.perf_counter()
         plan = make_plan(spec)
         plan_seconds = time.perf_counter() - start

@@ -1,8 +1,8 @@
 """How long the HTML report takes for the paper-scale table, and how heavy the page is.
 
-Setting: the paper's seed-grid sweep as `sweep.plan` schedules it (22 videos × 3 prompts × 20 variants: 1,320
+Setting: the paper's seed-grid sweep as `sweep.run.plan` schedules it (22 videos × 3 prompts × 20 variants: 1,320
 samples at one checkpoint, 2,640 with `--checkpoints 250,400`; 176 inversions with 400-step loss curves;
-bench_plan.py's spec), rows
+sweep.demo.paper_scale_spec), rows
 synthesised (metrics, FID features, timings; a few error rows) and a small clip written for every sample
 and reference (`videoio.moving_shape_video`, default 24 frames at 128×230: the size of a ZeroScope clip's
 preview, so the previews weigh what real ones would; decoding real 320×576 clips costs more).
@@ -32,19 +32,15 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from bench_plan import paper_spec  # noqa: E402
-from sweep import html_report as H  # noqa: E402
-from sweep.plan import make_plan, save_plan  # noqa: E402
-from sweep.report import compare, report, summarize, summary_notes  # noqa: E402
-from sweep.store import Store  # noqa: E402
-from sweep.tables import load, sample_row, write_part  # noqa: E402
-from videoio import moving_shape_video, write_video  # noqa: E402
-from vocabulary import SEED_GRID  # noqa: E402
+from sweep.demo import paper_scale_spec
+from sweep.report import compare, gallery, html, report, summarize, summary_notes
+from sweep.results.store import Store
+from sweep.results.tables import load, sample_row, write_part
+from sweep.run.plan import make_plan, save_plan
+from videoio import moving_shape_video, write_video
+from vocabulary import SEED_GRID
 
 DIM = 16
 
@@ -52,7 +48,7 @@ DIM = 16
 def build(folder: Path, frames: int, height: int, width: int, checkpoints: list[int]) -> tuple[str, float]:
     """The paper-scale sweep with clips under `folder`; returns (sweep folder, seconds spent writing clips)."""
     rng = np.random.default_rng(0)
-    spec = paper_spec(folder, SEED_GRID)
+    spec = paper_scale_spec(folder, SEED_GRID)
     spec.inversion = spec.inversion.model_copy(update={"checkpoints": checkpoints})
     clip_seconds = 0.0
     t0 = time.perf_counter()
@@ -121,7 +117,7 @@ def weigh(report_dir: Path) -> dict:
     text = (build / "gallery.js").read_text(encoding="utf-8")
     data = json.loads(text[text.index("=") + 1:].rstrip().rstrip(";"))
     first = set()
-    for g in data["groups"][:H.PAGE_SIZE]:
+    for g in data["groups"][:html.PAGE_SIZE]:
         for c in [g["ref"], *g["c"]]:
             if c.get("file"):
                 first.add(c["file"])
@@ -212,13 +208,13 @@ def main(argv: list[str] | None = None) -> int:
                     timings[name] = timings.get(name, 0.0) + time.perf_counter() - t
             return wrapper
 
-        H.make_previews = timed("previews", H.make_previews)
-        H.make_plots = timed("plots", H.make_plots)
+        gallery.make_previews = timed("previews", gallery.make_previews)
+        html.make_plots = timed("plots", html.make_plots)
         report_dir = Path(folder, "report")
         for run in ("cold", "warm"):
             timings.clear()
             t0 = time.perf_counter()
-            H.write_html_report(folder, report_dir, table=table, summary=summary, comparisons=comparisons,
+            html.write_html_report(folder, report_dir, table=table, summary=summary, comparisons=comparisons,
                                 notes=summary_notes(summary))
             total = time.perf_counter() - t0
             out[f"html_{run}_s"] = round(total, 2)

@@ -20,17 +20,15 @@ import platform
 import statistics
 import sys
 import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
+import torch
 
-import videoio  # noqa: E402
-from evaluation import ScorerConfig, get_scorer  # noqa: E402
-from evaluation import clip as clipm  # noqa: E402
-from evaluation import motion as motionm  # noqa: E402
+import videoio
+from evaluation import ScorerConfig, get_scorer
+from evaluation import clip as clipm
+from evaluation import motion as motionm
 
 PROMPT = "a green ball rolling across a table"
 

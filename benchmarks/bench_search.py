@@ -18,20 +18,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
 def run_search(storage: Path, samples: int, rungs: list[int], asha: bool) -> dict:
-    from sweep.runner import run_sweep
-    from sweep.search import demo_search_spec
+    from sweep.demo import demo_search_spec
+    from sweep.run.runner import run_sweep
 
     spec = demo_search_spec(storage, name="bench-search", samples=samples, rungs=tuple(rungs))
     data = spec.model_dump(mode="json")
@@ -61,7 +58,7 @@ def main() -> None:
 
     import ray
 
-    from sweep.runner import init_ray
+    from sweep.run.preflight import init_ray
 
     init_ray("local", num_cpus=args.num_cpus)
     try:

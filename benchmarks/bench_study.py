@@ -24,12 +24,9 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from sweep import study as S  # noqa: E402
-from sweep.tables import write_part  # noqa: E402
-from videoio import moving_shape_video, write_video  # noqa: E402
+from sweep import study as S
+from sweep.results.tables import write_part
+from videoio import moving_shape_video, write_video
 
 VARIANTS = ("qk=off v=off", "qk=1d v=2d debias=difference", "qk=1d v=off")
 
@@ -90,8 +87,7 @@ def main() -> int:
         port = free_port()
         url = f"http://127.0.0.1:{port}"
         server = subprocess.Popen([sys.executable, "-m", "sweep.study", "serve", "bench", "--sweep", sweep,
-                                   "--port", str(port)], cwd=ROOT, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+                                   "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             deadline = time.time() + 60
             while True:

@@ -21,8 +21,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
@@ -32,7 +30,7 @@ def demo_cold() -> dict:
         env = {**os.environ, "MOTION_SWEEP_CACHE": str(Path(tmp) / "cache")}
         t0 = time.perf_counter()
         r = subprocess.run([sys.executable, "-m", "sweep.cli", "demo", "--storage", str(Path(tmp) / "out")],
-                           cwd=ROOT, env=env, capture_output=True, text=True)
+                           cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             raise SystemExit(f"demo failed:\n{r.stderr[-3000:]}")
@@ -42,7 +40,8 @@ def demo_cold() -> dict:
 def utilisation(slots: int = 2) -> dict:
     import videoio
     from sweep.demo import demo_spec
-    from sweep.runner import init_ray, run_sweep
+    from sweep.run.preflight import init_ray
+    from sweep.run.runner import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         spec = demo_spec(tmp, name="bench", preset="tiny")

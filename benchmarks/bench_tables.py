@@ -4,7 +4,7 @@ Setting: a sweep's `samples` table written as a grid with a learning-rate axis o
 per trial, 2–3 rows each (2.5 on average), every column of a real row (the paper plan's generations, metrics,
 timings, provenance, 4×16 FID features). Timed, in one run, the median of `--repeats`:
 
-1. `sweep.tables.load` (one pyarrow.dataset scan: the compacted files plus the parts they do not hold, schemas
+1. `sweep.results.tables.load` (one pyarrow.dataset scan: the compacted files plus the parts they do not hold, schemas
    unified over every file, rewritten parts replacing rows) against plain `pyarrow.dataset` over the same files
    (first file's schema only, no unification, no checks): the goal is ≤ 1.5×;
 2. `compact` itself, then `load` of the compacted table (goal: 10,000 rows in under 1 s);
@@ -25,24 +25,21 @@ import time
 import uuid
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+import numpy as np
+import pyarrow.dataset as ds
 
-import numpy as np  # noqa: E402
-import pyarrow.dataset as ds  # noqa: E402
-
-from bench_plan import paper_spec  # noqa: E402
-from sweep.plan import make_plan  # noqa: E402
-from sweep.store import Store  # noqa: E402
-from sweep.tables import compact, load, sample_row, write_part  # noqa: E402
-from vocabulary import SEED_GRID  # noqa: E402
+from sweep.demo import paper_scale_spec
+from sweep.results.store import Store
+from sweep.results.tables import compact, load, sample_row, write_part
+from sweep.run.plan import make_plan
+from vocabulary import SEED_GRID
 
 
 def write_parts(storage: str, sweep: str, n_parts: int, seed: int = 0) -> int:
     """`n_parts` samples parts of 2-3 realistic rows; returns the rows written."""
     rng = np.random.default_rng(seed)
     with tempfile.TemporaryDirectory() as tmp:
-        spec = paper_spec(Path(tmp), SEED_GRID)
+        spec = paper_scale_spec(Path(tmp), SEED_GRID)
         gens = [g for t in make_plan(spec).trials for g in t.generations]
     store, rows_written, i = Store(storage), 0, 0
     for part in range(n_parts):

@@ -15,8 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
 #: The figure's rows after each reference: the paper's method, the strongest plain design, each embedding removed.
 FIGURE_ROWS = ("qk=1d v=2d debias=difference", "qk=2d v=2d debias=none", "qk=1d v=off", "qk=off v=2d debias=difference")
 FRAMES = (0, 2, 4, 6)
@@ -64,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("sweep", help="the demo's sweep folder (e.g. ./demo-results/demo)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "figures" / "toy_demo_frames.png"))
     args = parser.parse_args(argv)
-    from sweep.tables import load
+    from sweep.results.tables import load
 
     samples = load(args.sweep, "samples").to_pylist()
     print(table(samples))

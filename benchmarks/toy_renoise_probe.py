@@ -1,4 +1,4 @@
-"""benchmarks/README.md "Builds 11–13": at which noise level does a toy world lose a square's corners?
+"""toyworld/NOTES.md "Builds 11–13": at which noise level does a toy world lose a square's corners?
 
     python benchmarks/toy_renoise_probe.py [WORLD]   # WORLD: a built toy world folder (default: the shipped one)
 
@@ -10,25 +10,24 @@ noise schedule, denoises each with its own caption (diffusers' VideoToVideoSDPip
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def main() -> None:
     import torch
     from diffusers import VideoToVideoSDPipeline
 
-    from model import toy
-    from model import toy_data as td
     from model.generation import frames_uint8
     from model.presets import get_preset, load_pipeline
+    from toyworld import data as td
+    from toyworld.judge import ToyJudge
+    from toyworld.measurement import toy_scorer
+    from vocabulary import TOY_WORLD_DIR
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("world", nargs="?", default=str(toy.TOY_DIR))
+    parser.add_argument("world", nargs="?", default=str(TOY_WORLD_DIR))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -36,7 +35,7 @@ def main() -> None:
     base = load_pipeline(get_preset("toy", model=world / "pipeline"), device="cpu")  # as measure() loads it
     pipe = VideoToVideoSDPipeline(**base.components)
     pipe.set_progress_bar_config(disable=True)
-    judge = toy.ToyJudge(toy.toy_scorer(world / "clip").clip)
+    judge = ToyJudge(toy_scorer(world / "clip").clip)
     rng = np.random.default_rng(5)
     print(f"{world}: of 6 real clips, how many keep their shape when re-noised to a share of the schedule")
     for shape in ("square", "circle"):

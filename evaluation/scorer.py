@@ -21,7 +21,7 @@ import videoio
 from vocabulary import SAMPLE_METRICS
 
 from . import clip as clipm
-from . import fid as fidm
+from . import inception
 from . import motion as motionm
 from .config import EvaluationError, ScorerConfig
 
@@ -69,8 +69,8 @@ class Scorer:
                           if config.tracker == "cotracker3" else None)
         # "auto" takes Inception when it can run here without a download (or weights were named)
         use_inception = config.fid_features == "inception" or (
-            config.fid_features == "auto" and (bool(config.fid_checkpoint) or fidm.inception_available()))
-        self.inception = fidm.load_inception(config.fid_checkpoint, config.device) if use_inception else None
+            config.fid_features == "auto" and (bool(config.fid_checkpoint) or inception.inception_available()))
+        self.inception = inception.load_inception(config.fid_checkpoint, config.device) if use_inception else None
         self._text_cache: dict[str, np.ndarray] = {}
         # a sweep scores many clips against one reference: its embeddings and tracks are kept (by content)
         self._reference_cache: OrderedDict[tuple, Any] = OrderedDict()
@@ -136,7 +136,7 @@ class Scorer:
         k = self.config.fid_frames
         idx = np.arange(len(frames)) if all_frames or not k else even_indices(len(frames), k)
         if self.inception is not None:
-            feats = fidm.inception_features(self.inception, frames[idx], self.config.device)
+            feats = inception.inception_features(self.inception, frames[idx], self.config.device)
         elif embeddings is not None:
             feats = embeddings[idx]
         else:

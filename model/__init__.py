@@ -10,11 +10,13 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "DEFAULT_PLACEMENT": "embeddings", "EmbeddingMismatchError": "embeddings", "EmbeddingSpec": "embeddings",
+    "DEFAULT_PLACEMENT": "config", "DEFAULT_SLOTS": "config", "PRECISIONS": "config", "GenerationConfig": "config",
+    "InversionConfig": "config", "ReferenceConfig": "config",
+    "EmbeddingMismatchError": "embeddings", "EmbeddingSpec": "embeddings",
     "MotionAttnProcessor": "embeddings", "MotionEmbeddings": "embeddings", "debias_mv": "embeddings",
     "temporal_blocks": "embeddings",
-    "GenerationConfig": "generation", "generate": "generation", "initial_noise": "generation",
-    "InversionConfig": "inversion", "Reference": "inversion", "TrainResult": "inversion", "ddim_invert": "inversion",
+    "generate": "generation", "initial_noise": "generation",
+    "Reference": "inversion", "TrainResult": "inversion", "TrainState": "inversion", "ddim_invert": "inversion",
     "encode_frames": "inversion", "load_video_frames": "inversion", "prepare_reference": "inversion",
     "train_embeddings": "inversion",
     "ModelNotFoundError": "presets", "get_preset": "presets", "load_pipeline": "presets",

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from vocabulary import DEBIAS_MODES, LOSSES, NOISE_INITS, OFF, PAPER_METHOD, PRESETS, QK_DESIGNS, V_DESIGNS
 
+from .config import DEFAULT_PLACEMENT, GenerationConfig, InversionConfig, ReferenceConfig
+
 
 def add_invert_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--preset", default="tiny", choices=list(PRESETS),
@@ -24,19 +26,21 @@ def add_invert_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="Motion Query-Key design (default: %(default)s, the paper's)")
     p.add_argument("--v", default=PAPER_METHOD["v"], choices=[*V_DESIGNS, OFF],
                    help="Motion Value design (default: %(default)s, the paper's)")
-    p.add_argument("--steps", type=int, default=400, help="optimisation steps (default 400)")
+    p.add_argument("--steps", type=int, default=InversionConfig.steps, help="optimisation steps (default %(default)s)")
     p.add_argument("--checkpoints", default="",
                    help="steps to save besides the last, comma-separated, e.g. 150,250 (default: 250, the step the "
                         "paper's example uses, when --steps >= 250; give the last step alone to save only it)")
-    p.add_argument("--lr", type=float, default=0.02, help="AdamW learning rate (default 0.02)")
-    p.add_argument("--loss", default="base", choices=list(LOSSES), help="training loss")
-    p.add_argument("--placement", default="down_blocks.2,up_blocks.1",
+    p.add_argument("--lr", type=float, default=InversionConfig.lr, help="AdamW learning rate (default %(default)s)")
+    p.add_argument("--loss", default=InversionConfig.loss, choices=list(LOSSES), help="training loss")
+    p.add_argument("--placement", default=",".join(DEFAULT_PLACEMENT),
                    help="UNet blocks whose temporal attention gets embeddings (default: the paper's 1280 levels)")
     p.add_argument("--frames", type=int, help="frames to use (default: the preset's, 24 for zeroscope)")
-    p.add_argument("--start", type=int, default=0, help="first frame to use (default 0)")
-    p.add_argument("--stride", type=int, default=1, help="take every STRIDE-th frame (default 1)")
-    p.add_argument("--ddim-steps", type=int, default=50, help="DDIM inversion steps (default 50)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--start", type=int, default=ReferenceConfig.start, help="first frame to use (default %(default)s)")
+    p.add_argument("--stride", type=int, default=ReferenceConfig.stride,
+                   help="take every STRIDE-th frame (default %(default)s)")
+    p.add_argument("--ddim-steps", type=int, default=ReferenceConfig.ddim_steps,
+                   help="DDIM inversion steps (default %(default)s)")
+    p.add_argument("--seed", type=int, default=InversionConfig.seed)
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--out", required=True, help="output directory")
     return p
@@ -49,11 +53,13 @@ def add_generate_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParse
     p.add_argument("--debias", default=PAPER_METHOD["debias"], choices=list(DEBIAS_MODES),
                    help="Motion Value debias at generation (default: difference, the paper's)")
     p.add_argument("--seed", type=int, action="append", help="noise seed (repeatable; default 0)")
-    p.add_argument("--steps", type=int, default=30, help="DDIM steps (default 30)")
-    p.add_argument("--guidance", type=float, default=12.0, help="classifier-free guidance (default 12)")
-    p.add_argument("--noise-init", default="blend", choices=list(NOISE_INITS),
+    p.add_argument("--steps", type=int, default=GenerationConfig.steps, help="DDIM steps (default %(default)s)")
+    p.add_argument("--guidance", type=float, default=GenerationConfig.guidance,
+                   help="classifier-free guidance (default %(default)g)")
+    p.add_argument("--noise-init", default=GenerationConfig.noise_init, choices=list(NOISE_INITS),
                    help="blend: BlendInit from the inverted reference noise (default); random: pure noise")
-    p.add_argument("--noise-prior", type=float, default=0.5, help="BlendInit's p (default 0.5)")
+    p.add_argument("--noise-prior", type=float, default=GenerationConfig.noise_prior,
+                   help="BlendInit's p (default %(default)s)")
     p.add_argument("--fps", type=int, help="frame rate of the written file (default: the preset's)")
     p.add_argument("--model", help="local directory with the base model's weights, if not where invert found it")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
@@ -70,7 +76,7 @@ def _load_pipeline(preset_name: str, model: str | None, device: str | None):
 def run_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inversion import InversionConfig, load_video_frames, prepare_reference, train_embeddings
+    from .inversion import load_video_frames, prepare_reference, train_embeddings
     from .presets import get_preset
 
     preset = get_preset(args.preset, args.model)
@@ -113,7 +119,7 @@ def run_generate(args: argparse.Namespace) -> int:
     import videoio
 
     from .embeddings import MotionEmbeddings
-    from .generation import GenerationConfig, generate
+    from .generation import generate
     from .inversion import Reference
 
     folder = Path(args.embeddings)

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vocabulary import DEBIAS_MODES, OFF, QK_DESIGNS, V_DESIGNS, check_choice
+from vocabulary import DEBIAS_MODES, OFF, check_choice
 
-DEFAULT_PLACEMENT = ("down_blocks.2", "up_blocks.1")  # the paper's [down,1280] and [up,1280]
-DEFAULT_SLOTS = 32  # frame slots reserved per embedding (the public code's 32); the first N are used
+from .config import DEFAULT_PLACEMENT, DEFAULT_SLOTS, check_design
+
 FORMAT_VERSION = 1
 
 
@@ -108,13 +108,8 @@ class EmbeddingSpec:
     base_model: str = ""
 
     def __post_init__(self):
-        check_choice("MQK design (qk)", self.qk, (*QK_DESIGNS, OFF))
-        check_choice("MV design (v)", self.v, (*V_DESIGNS, OFF))
+        check_design(self.qk, self.v, self.placement, self.slots)
         object.__setattr__(self, "placement", tuple(self.placement))
-        if not self.placement:
-            raise ValueError("placement is empty; name at least one block, e.g. down_blocks.2")
-        if self.slots < 1:
-            raise ValueError(f"slots must be >= 1, got {self.slots}")
 
 
 def temporal_blocks(unet: nn.Module, placement: tuple[str, ...], latent_height: int,

@@ -6,36 +6,18 @@ and BlendInit initial noise z_T = √p·z_inv + √(1−p)·ε from the referenc
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
-from vocabulary import DEBIAS_MODES, NOISE_INITS, check_choice
+from vocabulary import DEBIAS_MODES, check_choice
 
+from .config import GenerationConfig
 from .embeddings import MotionEmbeddings
 
 
 def frames_uint8(frames) -> np.ndarray:
     """A pipeline's `output_type="np"` frames (floats in [0, 1]) as uint8 videos [B, F, H, W, 3]."""
     return (np.clip(np.asarray(frames), 0, 1) * 255).round().astype(np.uint8)
-
-
-@dataclass(frozen=True)
-class GenerationConfig:
-    steps: int = 30
-    guidance: float = 12.0
-    noise_init: str = "blend"
-    noise_prior: float = 0.5  # p in BlendInit
-    negative_prompt: str = ""
-    batch_size: int = 4  # videos per pipeline call (×2 with classifier-free guidance)
-
-    def __post_init__(self):
-        check_choice("noise_init", self.noise_init, NOISE_INITS)
-        if not 0.0 <= self.noise_prior <= 1.0:
-            raise ValueError(f"noise_prior must be in [0, 1], got {self.noise_prior}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError(f"steps and batch_size must be >= 1, got {self.steps}, {self.batch_size}")
 
 
 def initial_noise(inverted_noise: torch.Tensor, seed: int, config: GenerationConfig) -> torch.Tensor:

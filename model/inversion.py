@@ -19,59 +19,10 @@ import torch
 import torch.nn.functional as F
 
 import videoio
+from vocabulary import LOSSES, check_choice
 
-from vocabulary import LOSSES, PAPER_CHECKPOINT, check_choice
-
-from .embeddings import DEFAULT_PLACEMENT, DEFAULT_SLOTS, EmbeddingSpec, MotionEmbeddings
-
-
-#: Mixed precision of the optimisation (accelerate's names; "auto": the UNet's half dtype if it has one, else
-#: fp16 autocast on CUDA and none on CPU).
-PRECISIONS = ("auto", "no", "fp16", "bf16")
-
-
-@dataclass(frozen=True)
-class InversionConfig:
-    """The optimisation's hyperparameters (paper defaults).
-
-    `checkpoints` are the steps at which a copy of the embeddings is kept besides the last step (always kept).
-    Left empty it means the paper default: (250,) for a run of at least 250 steps, else () — so a 400-step
-    inversion keeps steps 250 and 400. To keep only the last step, give it: `checkpoints=(steps,)`.
-    `precision` is the mixed precision `accelerate` runs the loop in (see `PRECISIONS`).
-    """
-
-    qk: str = "1d"
-    v: str = "2d"
-    placement: tuple[str, ...] = DEFAULT_PLACEMENT
-    slots: int = DEFAULT_SLOTS
-    steps: int = 400
-    lr: float = 0.02
-    weight_decay: float = 0.01
-    loss: str = "base"
-    checkpoints: tuple[int, ...] = ()  # () = paper default (250,) when steps >= 250; the last step is always kept
-    seed: int = 0
-    precision: str = "auto"
-
-    def __post_init__(self):
-        check_choice("loss", self.loss, LOSSES)
-        check_choice("precision", self.precision, PRECISIONS)
-        object.__setattr__(self, "placement", tuple(self.placement))
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        checkpoints = tuple(sorted({int(c) for c in self.checkpoints}))
-        if not checkpoints:
-            checkpoints = (PAPER_CHECKPOINT,) if self.steps >= PAPER_CHECKPOINT else ()
-        object.__setattr__(self, "checkpoints", checkpoints)
-        bad = [c for c in self.checkpoints if not 0 < c <= self.steps]
-        if bad:
-            raise ValueError(f"checkpoints {bad} are outside 1..steps={self.steps}")
-        if self.lr <= 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        EmbeddingSpec(self.qk, self.v, self.placement, self.slots)  # validates the designs
-
-    @property
-    def saved_steps(self) -> tuple[int, ...]:
-        return tuple(sorted(set(self.checkpoints) | {self.steps}))
+from .config import PRECISIONS, InversionConfig, ReferenceConfig
+from .embeddings import EmbeddingSpec, MotionEmbeddings
 
 
 @dataclass
@@ -84,8 +35,9 @@ class Reference:
     metadata: dict = field(default_factory=dict)
 
     def save(self, path: str | Path) -> Path:
-        from safetensors.torch import save_file
         import json
+
+        from safetensors.torch import save_file
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -99,8 +51,9 @@ class Reference:
 
     @classmethod
     def load(cls, path: str | Path) -> "Reference":
-        from safetensors import safe_open
         import json
+
+        from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as f:
             meta = json.loads((f.metadata() or {}).get("metadata", "{}"))
@@ -111,7 +64,7 @@ TrainCallback = Callable[[int, float], None]
 
 
 def load_video_frames(path: str | Path, num_frames: int, height: int, width: int,
-                      start: int = 0, stride: int = 1) -> np.ndarray:
+                      start: int = ReferenceConfig.start, stride: int = ReferenceConfig.stride) -> np.ndarray:
     """Read a video, take `num_frames` (from `start`, every `stride`), resize and centre-crop to height×width."""
     frames = videoio.read_video(path)
     frames = videoio.sample_frames(frames, num_frames, start, stride)
@@ -137,7 +90,7 @@ def encode_prompt(pipe, prompt: str | list[str]) -> torch.Tensor:
 
 
 @torch.no_grad()
-def ddim_invert(pipe, latents: torch.Tensor, steps: int = 50, progress: Callable[[int], None] | None = None
+def ddim_invert(pipe, latents: torch.Tensor, steps: int = ReferenceConfig.ddim_steps, progress: Callable[[int], None] | None = None
                 ) -> torch.Tensor:
     """Run DDIM backwards (clean latent → noise) with the frozen model, empty prompt, no guidance.
 
@@ -162,7 +115,8 @@ def ddim_invert(pipe, latents: torch.Tensor, steps: int = 50, progress: Callable
 
 
 def prepare_reference(pipe, video: str | Path | np.ndarray, num_frames: int, height: int, width: int,
-                      start: int = 0, stride: int = 1, ddim_steps: int = 50) -> Reference:
+                      start: int = ReferenceConfig.start, stride: int = ReferenceConfig.stride,
+                      ddim_steps: int = ReferenceConfig.ddim_steps) -> Reference:
     """Frames → latent → DDIM inversion, the per-video work every variant shares.
 
     `video` is a path, or frames already read with `load_video_frames` (to fail on bad input before loading

@@ -3,7 +3,7 @@
 `zeroscope` is the paper's model. `tiny` is the embedded default for machines without weights: the same
 block types as ZeroScope at toy width, seeded random weights, written once with `save_pretrained` and then
 loaded through exactly the same `from_pretrained` path as ZeroScope. Its numbers test plumbing, not science.
-`toy` is the same kind of model *trained* on moving shapes (`model.toy`); its weights ship in
+`toy` is the same kind of model *trained* on moving shapes (`toyworld`); its weights ship in
 `model/toy_world/pipeline` and load through the same path.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from vocabulary import PRESETS, Preset, cache_dir
+from vocabulary import PRESETS, TOY_WORLD_DIR, Preset, cache_dir
 
 TINY_FORMAT = 1  # bump when the tiny architecture changes, so stale caches are rebuilt
 
@@ -60,7 +60,7 @@ def load_pipeline(preset: Preset | str, device: str | torch.device | None = None
     if preset.name == "toy" and not (Path(preset.model) / "model_index.json").is_file():
         raise ModelNotFoundError(
             f"the toy preset's weights are missing: no diffusers pipeline (model_index.json) in {preset.model}. "
-            "They ship with the repository under model/toy_world/; rebuild them with `python -m model.toy build` "
+            "They ship with the repository under model/toy_world/; rebuild them with `python -m toyworld build` "
             "(about 90 min on 2 CPU cores), or use --preset tiny for plumbing tests.")
     from transformers.utils import logging as transformers_logging
 
@@ -103,8 +103,8 @@ def _missing_model_message(preset: Preset, exc: Exception) -> str:
 
 
 def toy_model_dir() -> Path:
-    """Where the toy preset's trained pipeline ships (package data, written by `python -m model.toy build`)."""
-    return Path(__file__).resolve().parent / "toy_world" / "pipeline"
+    """Where the toy preset's trained pipeline ships (package data, written by `python -m toyworld build`)."""
+    return TOY_WORLD_DIR / "pipeline"
 
 
 # --------------------------------------------------------------------------------------------------

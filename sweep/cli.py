@@ -33,9 +33,9 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
         types.append(sys.modules["model.presets"].ModelNotFoundError)
     if "evaluation" in sys.modules and hasattr(sys.modules["evaluation"], "EvaluationError"):
         types.append(sys.modules["evaluation"].EvaluationError)
-    if "sweep.runner" in sys.modules:
-        runner = sys.modules["sweep.runner"]
-        types += [runner.StorageError, runner.WorkerVisibilityError]
+    if "sweep.run.preflight" in sys.modules:
+        preflight = sys.modules["sweep.run.preflight"]
+        types += [preflight.StorageError, preflight.WorkerVisibilityError]
     return tuple(types)
 
 
@@ -94,14 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "replacing those rows; the exit status is 1 while any error row remains")
     p.add_argument("--preflight-timeout", type=float, metavar="SECONDS",
                    help="how long to wait for the first worker that fits a trial, e.g. a GPU node's cold start "
-                        "with image pull and setup (default: sweep.runner.PREFLIGHT_TIMEOUT_S, 30 min)")
+                        "with image pull and setup (default: sweep.run.preflight.PREFLIGHT_TIMEOUT_S, 30 min)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole seed ablation grid in the toy world (shipped weights, no GPU)",
                        description="Run the seed grid (qk × v × remove × debias) on two reference clips on a local "
                                    "Ray, print the summary and write the HTML report. Default: the toy world (a tiny "
                                    "text-to-video model and CLIP trained on moving shapes, weights shipped in "
-                                   "model/toy_world, rebuilt by `python -m model.toy build`): the method transfers "
+                                   "model/toy_world, rebuilt by `python -m toyworld build`): the method transfers "
                                    "each clip's motion to another shape, so the numbers mean something, in miniature. "
                                    "--preset tiny: random weights, the same plumbing in seconds, numbers that mean "
                                    "nothing. With --search: a small random search (learning rate × MQK design, 6 "
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--open", action="store_true", help="open the HTML report in the default web browser")
     p.set_defaults(func=cmd_report)
 
-    from .study import add_study_arguments  # light: argparse only
+    from .study.cli import add_study_arguments
 
     add_study_arguments(sub)
 
@@ -177,9 +177,9 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from .plan import format_summary, make_plan, plan_summary
+    from .results.store import Store
+    from .run.plan import format_summary, make_plan, plan_summary
     from .spec import load_spec
-    from .store import Store
 
     spec = load_spec(args.spec)
     summary = plan_summary(make_plan(spec), Store(spec.storage))
@@ -196,7 +196,7 @@ def _print_run(summary) -> int:
               f"{summary.ddim_inversions} DDIM inversion(s), {summary.seconds:.1f} s"
               + (" (interrupted Tune run restored)" if summary.restored else ""), file=sys.stderr)
     if summary.search:
-        from .search import format_search
+        from .run.search import format_search
 
         print(format_search(summary.search) + (" (restored)" if summary.search_restored else ""), file=sys.stderr)
     for trial_id, error in summary.failed.items():
@@ -211,7 +211,7 @@ def _print_run(summary) -> int:
     print(f"tables: {summary.storage}  (from sweep import load; load({summary.storage!r}))")
     for what, path in (("grid", summary.experiment_path), ("search", summary.search_experiment_path)):
         if path:  # Tune's own results: the ResultGrid, TensorBoard (HParams), progress files
-            print(f"Tune experiment ({what}): {path}  (ResultGrid: sweep.runner.result_grid({path!r}); "
+            print(f"Tune experiment ({what}): {path}  (ResultGrid: sweep.run.tune.result_grid({path!r}); "
                   f"tensorboard --logdir {path})")
     if summary.search:
         print(f"search summary: {summary.storage}/search.json  (load({summary.storage!r}, table='search'))")
@@ -219,7 +219,7 @@ def _print_run(summary) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .runner import run_sweep
+    from .run.runner import run_sweep
     from .spec import load_spec
 
     spec = load_spec(args.spec)
@@ -232,29 +232,27 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # local Ray binds 127.0.0.1
     if args.search:
-        from .runner import run_sweep
-        from .search import demo_search_spec
+        from .demo import demo_search_spec
+        from .run.runner import run_sweep
 
         summary = run_sweep(demo_search_spec(args.storage), address="local", num_cpus=args.num_cpus, verbose=0)
         return _print_run(summary)
     from .demo import demo_spec
-    from .report import report
-    from .runner import run_sweep
+    from .report import html_report_path, report
+    from .run.runner import run_sweep
 
     if args.preset == "toy":
-        from model.toy import PIPELINE_DIR
+        from vocabulary import TOY_WORLD_DIR
 
-        if not (PIPELINE_DIR / "model_index.json").is_file():
-            print(f"motion-sweep demo --preset toy: the toy world's weights are not in {PIPELINE_DIR.parent}; build "
-                  "them once with `python -m model.toy build` (about 80 min on 2 CPU cores, minutes on a GPU), or "
+        if not (TOY_WORLD_DIR / "pipeline" / "model_index.json").is_file():
+            print(f"motion-sweep demo --preset toy: the toy world's weights are not in {TOY_WORLD_DIR}; build "
+                  "them once with `python -m toyworld build` (about 80 min on 2 CPU cores, minutes on a GPU), or "
                   "run the plumbing demo: `motion-sweep demo --preset tiny`", file=sys.stderr)
             return 2
     spec = demo_spec(args.storage, name="demo" if args.preset == "toy" else "demo-tiny", preset=args.preset)
     summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=0)
     code = _print_run(summary)
     report(summary.storage, n_boot=2000)  # its first line says toy world (or random-weight backbones)
-    from .report import html_report_path
-
     print(f"report: {html_report_path(summary.storage)}  (motion-sweep report {summary.storage} --open)")
     return code
 
@@ -274,7 +272,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_tables(args: argparse.Namespace) -> int:
-    from .tables import describe_tables
+    from .results.schemas import describe_tables
 
     tables = describe_tables()
     if args.json:
@@ -290,7 +288,8 @@ def cmd_tables(args: argparse.Namespace) -> int:
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
-    from .tables import SCHEMAS, compact
+    from .results.schemas import SCHEMAS
+    from .results.tables import compact
 
     done = compact(args.path, tuple(args.table or SCHEMAS), min_age_s=args.min_age)
     for sweep, tables in done.items():

@@ -7,12 +7,14 @@ message lists each (field path + what is accepted), so a user fixes a spec in on
     spec = Spec.model_validate(raw_dict)                # relative paths resolve against the cwd
     spec = Spec.model_validate(raw, context={"base_dir": "/data", "check_files": False})
 
-Pure Python + pydantic + pyyaml: importing this module must never pull in torch, ray or `model`.
+Pure Python + pydantic + pyyaml: importing this module must never pull in torch or ray (the settings' defaults come
+from `model.config` and `evaluation.config`, which are torch-free).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 from pathlib import Path
@@ -31,9 +33,24 @@ from pydantic import (
     model_validator,
 )
 
+from evaluation.config import ScorerConfig
+from model.config import DEFAULT_PLACEMENT, DEFAULT_SLOTS, GenerationConfig, InversionConfig, ReferenceConfig
 from videoio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vocabulary import (DEBIAS_MODES, DESIGN_AXES, LOSSES, METRICS, NOISE_INITS, PAPER_CHECKPOINT, PAPER_METHOD,
-                        PRESETS, QK_DESIGNS, REMOVE, SAMPLE_METRICS, TRACKERS, V_DESIGNS)
+from vocabulary import (
+    DEBIAS_MODES,
+    DESIGN_AXES,
+    LOSSES,
+    METRICS,
+    NOISE_INITS,
+    PAPER_CHECKPOINT,
+    PAPER_METHOD,
+    PRESETS,
+    QK_DESIGNS,
+    REMOVE,
+    SAMPLE_METRICS,
+    TRACKERS,
+    V_DESIGNS,
+)
 
 # --------------------------------------------------------------------------------------------------
 # Accepted values.
@@ -41,12 +58,10 @@ from vocabulary import (DEBIAS_MODES, DESIGN_AXES, LOSSES, METRICS, NOISE_INITS,
 STORAGE_SCHEMES = ("file", "s3", "gs", "gcs", "hdfs", "viewfs", "abfs", "abfss")
 RESERVED_NAMES = ("store",)  # top-level folders of the storage root that are not sweeps
 
-#: Axes that vary the sample but are not part of the variant (replicates / the checkpoint column).
-NON_VARIANT_AXES = ("inversion.steps", "generation.seed")
 #: Inversion settings that only matter when something is optimised (irrelevant for the base model).
 OPTIMISATION_ONLY = ("steps", "lr", "weight_decay", "loss", "slots", "placement", "checkpoints")
-#: Inversion settings that feed the (shared) DDIM inversion of the reference video.
-DDIM_SETTINGS = ("frames", "start", "stride", "height", "width", "ddim_steps")
+#: Inversion settings that feed the (shared) DDIM inversion of the reference video: model.ReferenceConfig's.
+DDIM_SETTINGS = tuple(f.name for f in dataclasses.fields(ReferenceConfig))
 #: List-valued settings: they cannot be axes (an axis value must be a scalar).
 LIST_SETTINGS = ("checkpoints", "placement")
 #: Scalar settings that are not axes because they change no generated frame and no metric.
@@ -100,22 +115,24 @@ class _Strict(BaseModel):
 # --------------------------------------------------------------------------------------------------
 # Blocks.
 
-class InversionConfig(_Strict):
-    """Inversion hyperparameters (names are `model`'s). None = the preset's default, filled in on validation."""
+class InversionBlock(_Strict):
+    """`inversion:`: how the reference is prepared (`model.ReferenceConfig`) and the embeddings optimised
+    (`model.InversionConfig`), with their names and defaults; here with the bounds a spec must respect.
+    frames/height/width None = the preset's, filled in on validation."""
 
-    frames: Optional[PosInt] = None  # preset default (ZeroScope: 24)
-    start: NonNegInt = 0
-    stride: PosInt = 1
-    steps: PosInt = 400
-    lr: PosFloat = 0.02
-    weight_decay: NonNegFloat = 0.01
-    loss: Literal[LOSSES] = "base"  # type: ignore[valid-type]
+    frames: Optional[PosInt] = ReferenceConfig.frames
+    start: NonNegInt = ReferenceConfig.start
+    stride: PosInt = ReferenceConfig.stride
+    steps: PosInt = InversionConfig.steps
+    lr: PosFloat = InversionConfig.lr
+    weight_decay: NonNegFloat = InversionConfig.weight_decay
+    loss: Literal[LOSSES] = InversionConfig.loss  # type: ignore[valid-type]
     checkpoints: Optional[list[PosInt]] = None  # steps whose embeddings are evaluated; default [250, steps]
-    placement: list[Text] = Field(default_factory=lambda: ["down_blocks.2", "up_blocks.1"], min_length=1)
-    slots: PosInt = 32
-    ddim_steps: PosInt = 50
-    height: Size = None
-    width: Size = None
+    placement: list[Text] = Field(default_factory=lambda: list(DEFAULT_PLACEMENT), min_length=1)
+    slots: PosInt = DEFAULT_SLOTS
+    ddim_steps: PosInt = ReferenceConfig.ddim_steps
+    height: Size = ReferenceConfig.height
+    width: Size = ReferenceConfig.width
 
     @field_validator("checkpoints")
     @classmethod
@@ -131,23 +148,29 @@ class InversionConfig(_Strict):
         return _no_duplicates(v)
 
 
-class GenerationConfig(_Strict):
-    steps: PosInt = 30
-    guidance: NonNegFloat = 12.0
-    noise_init: Literal[NOISE_INITS] = "blend"  # type: ignore[valid-type]
-    noise_prior: Annotated[float, Field(ge=0.0, le=1.0)] = 0.5
-    negative_prompt: str = ""
+class GenerationBlock(_Strict):
+    """`generation:`: `model.GenerationConfig`'s names and defaults, plus the written file's frame rate and an
+    optional fixed noise seed."""
+
+    steps: PosInt = GenerationConfig.steps
+    guidance: NonNegFloat = GenerationConfig.guidance
+    noise_init: Literal[NOISE_INITS] = GenerationConfig.noise_init  # type: ignore[valid-type]
+    noise_prior: Annotated[float, Field(ge=0.0, le=1.0)] = GenerationConfig.noise_prior
+    negative_prompt: str = GenerationConfig.negative_prompt
     fps: Optional[PosInt] = None  # frame rate of the written mp4 (preset default, 8); not an axis
     seed: Optional[NonNegInt] = None  # None: the `seed` axis seeds generation too
 
 
-class MetricsConfig(_Strict):
+class MetricsBlock(_Strict):
+    """`metrics:`: the scorer's backbones by name (`evaluation.ScorerConfig.from_names`) and its settings, with
+    ScorerConfig's defaults; clip/tracker None = the preset's."""
+
     clip: Optional[Text] = None  # "model" or "model/pretrained_tag"; None = the preset's backbone
     tracker: Optional[Literal[TRACKERS]] = None  # type: ignore[valid-type]  # None: the preset's
-    fid: Text = "auto"
-    grid_size: Optional[PosInt] = None
-    min_motion: NonNegFloat = 0.0
-    fid_frames: NonNegInt = 0  # frames per clip whose FID/KID features are kept (evenly spaced); 0 = every frame
+    fid: Text = ScorerConfig.fid_features
+    grid_size: Optional[PosInt] = None  # None: the scorer's (DMT: 55)
+    min_motion: NonNegFloat = ScorerConfig.min_motion
+    fid_frames: NonNegInt = ScorerConfig.fid_frames  # FID/KID features kept per clip (evenly spaced); 0: every frame
 
 
 class Resources(_Strict):
@@ -170,8 +193,8 @@ def _axis_model(name: str, config: type[BaseModel]) -> type[BaseModel]:
     return create_model(name, __base__=_Strict, **fields)
 
 
-InversionAxes = _axis_model("InversionAxes", InversionConfig)
-GenerationAxes = _axis_model("GenerationAxes", GenerationConfig)
+InversionAxes = _axis_model("InversionAxes", InversionBlock)
+GenerationAxes = _axis_model("GenerationAxes", GenerationBlock)
 
 
 class Axes(_Strict):
@@ -439,7 +462,7 @@ def _axis_type(key: str) -> type:
     if key in DESIGN_AXES:
         return int if key == "seed" else str
     stage, _, name = key.partition(".")
-    config = {"inversion": InversionConfig, "generation": GenerationConfig}.get(stage)
+    config = {"inversion": InversionBlock, "generation": GenerationBlock}.get(stage)
     if config is None or name not in config.model_fields or name in LIST_SETTINGS or name in NOT_AXES:
         raise ValueError(f"not a searchable setting; accepted: {', '.join(DESIGN_AXES)}, inversion.<name>, "
                          "generation.<name> (a scalar setting, as in axes:)")
@@ -467,9 +490,9 @@ class Spec(_Strict):
     storage: Text = "./results"
     data: Annotated[list[DataItem], Field(min_length=1)]
     axes: Axes = Field(default_factory=Axes)
-    inversion: InversionConfig = Field(default_factory=InversionConfig)
-    generation: GenerationConfig = Field(default_factory=GenerationConfig)
-    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    inversion: InversionBlock = Field(default_factory=InversionBlock)
+    generation: GenerationBlock = Field(default_factory=GenerationBlock)
+    metrics: MetricsBlock = Field(default_factory=MetricsBlock)
     # Real videos FID/KID compare against: a folder of videos / frame folders, or a .txt/.jsonl/.csv manifest.
     # None = every frame of the sweep's own reference videos. Not a metric setting: it changes no sample.
     reference_set: Optional[Text] = None
@@ -723,7 +746,7 @@ def _problems(exc: ValidationError, ctx: dict) -> list[str]:
         elif kind == "too_short":
             msg = "empty list; give at least one value"
         else:
-            msg = f"{err['msg']} (got {_short(err.get('input'))})"
+            msg = f"{err['msg']} (got {_shortened_repr(err.get('input'))})"
         out.append(f"{where}: {msg}" if where else msg)
     return out
 
@@ -782,6 +805,6 @@ def _find_model(annotation: Any) -> Optional[type[BaseModel]]:
     return None
 
 
-def _short(value: Any, limit: int = 60) -> str:
+def _shortened_repr(value: Any, limit: int = 60) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."

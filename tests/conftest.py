@@ -1,4 +1,5 @@
-"""Test environment: offline hub, a per-session model cache, Ray on loopback, few threads."""
+"""Test environment (offline hub, a per-session model cache, Ray on loopback, few threads) and the fixtures several
+test modules share. Shared builders that are not fixtures live in `tests/helpers/`."""
 
 import os
 import tempfile
@@ -19,3 +20,12 @@ def tiny_pipe():
     from model import load_pipeline
 
     return load_pipeline("tiny", device="cpu")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium under Playwright (tests/helpers/browser.py): skipped outside CI when missing, failed in CI."""
+    from helpers.browser import launched_browser
+
+    with launched_browser() as b:
+        yield b

@@ -1,0 +1,34 @@
+"""model/cli.py: `motion-sweep invert` then `generate`."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+import videoio
+from helpers.models import F, H, W
+
+
+@pytest.mark.slow  # three subprocesses that each import torch/diffusers: ~16 s on 2 cores
+def test_cli_invert_then_generate(tmp_path):
+    video = videoio.write_video(tmp_path / "ref.gif", videoio.moving_shape_video(9, H, W, direction=(0, 1)))
+    run = [sys.executable, "-m", "sweep.cli"]
+    out = tmp_path / "emb"
+    r = subprocess.run(run + ["invert", "--video", str(video), "--prompt", "a square falls", "--steps", "3",
+                              "--checkpoints", "2", "--ddim-steps", "3", "--out", str(out)],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["reference.safetensors", "run.json", "step-0002.safetensors",
+                                                     "step-0003.safetensors"]
+    assert len(json.loads((out / "run.json").read_text())["losses"]) == 3
+    r = subprocess.run(run + ["generate", "--embeddings", str(out), "--step", "2", "--prompt", "a ball falls",
+                              "--seed", "4", "--steps", "3", "--out", str(tmp_path / "g.mp4")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert videoio.read_video(tmp_path / "g.mp4").shape == (F, H, W, 3)
+    r = subprocess.run(run + ["generate", "--embeddings", str(out), "--step", "9", "--prompt", "x", "--out",
+                              str(tmp_path / "h.mp4")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no checkpoint at step 9" in r.stderr and "Traceback" not in r.stderr
