@@ -29,3 +29,18 @@ def browser():
 
     with launched_browser() as b:
         yield b
+
+
+@pytest.fixture
+def reference_set(tmp_path):
+    """A folder of real-looking reference videos for FID (three textured shapes moving three ways) and a file that
+    is not a video."""
+    import videoio
+
+    folder = tmp_path / "davis"
+    folder.mkdir()
+    for i, direction in enumerate([(1, 0), (0, 1), (-1, 0)]):
+        videoio.write_video(folder / f"clip{i}.mp4", videoio.moving_shape_video(6, 64, 64, direction=direction,
+                                                                                  texture_seed=i))
+    (folder / "notes.txt").write_text("ignored")
+    return folder

@@ -16,7 +16,6 @@ from typing import Iterable, Optional
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from sweep.results.store import Store, dumps
 
@@ -173,7 +172,7 @@ def cmd_study_results(args: argparse.Namespace) -> int:
         import pyarrow.csv as pacsv
 
         for key, table in res.items():
-            pq.write_table(table, out / f"study-{args.name}-{key}.parquet")
+            Store(out).write_parquet(f"study-{args.name}-{key}.parquet", table)
             pacsv.write_csv(table, out / f"study-{args.name}-{key}.csv")
     if args.json:
         print(dumps({k: v.to_pylist() for k, v in res.items() if k != "votes"}))

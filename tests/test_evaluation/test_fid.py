@@ -67,17 +67,6 @@ def test_fid_frames_default_is_every_frame():
 
 
 # -------------------------------------------------------------------------------------- reference sets
-@pytest.fixture
-def reference_set(tmp_path):
-    folder = tmp_path / "davis"
-    folder.mkdir()
-    for i, direction in enumerate([(1, 0), (0, 1), (-1, 0)]):
-        videoio.write_video(folder / f"clip{i}.mp4", videoio.moving_shape_video(6, 64, 64, direction=direction,
-                                                                                  texture_seed=i))
-    (folder / "notes.txt").write_text("ignored")
-    return folder
-
-
 def test_reference_videos_folder_and_manifests(reference_set, tmp_path):
     assert [vid for vid, _ in reference_videos(reference_set)] == ["clip0", "clip1", "clip2"]
     (tmp_path / "set.txt").write_text("davis/clip2.mp4\n# a comment\ndavis/clip0.mp4\n")

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import videoio
 from helpers import REPO
 from sweep.spec import Spec, SpecError, load_spec
 
@@ -280,17 +279,6 @@ def test_fps_is_a_setting_not_an_axis(tmp_path):
     assert Spec.model_validate({**base, "generation": {"fps": 24}}, context=ctx).generation.fps == 24
     with pytest.raises(SpecError, match="generation.fps cannot be an axis"):
         Spec.model_validate({**base, "axes": {"generation.fps": [8, 24]}}, context=ctx)
-@pytest.fixture
-def reference_set(tmp_path):
-    folder = tmp_path / "davis"
-    folder.mkdir()
-    for i, direction in enumerate([(1, 0), (0, 1), (-1, 0)]):
-        videoio.write_video(folder / f"clip{i}.mp4", videoio.moving_shape_video(6, 64, 64, direction=direction,
-                                                                                  texture_seed=i))
-    (folder / "notes.txt").write_text("ignored")
-    return folder
-
-
 
 def test_spec_reference_set_and_fid_frames(reference_set, tmp_path):
     base = {"name": "s", "preset": "tiny", "data": [{"video": "v.mp4", "source_prompt": "a", "prompts": ["b"]}]}

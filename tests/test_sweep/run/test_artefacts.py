@@ -3,8 +3,6 @@ the sweep's own reference videos and the spec's reference set, stored once and p
 
 import os
 
-import pytest
-
 import videoio
 from evaluation import ScorerConfig, get_scorer
 from sweep.report import reference_frames
@@ -13,18 +11,6 @@ from sweep.results.tables import load
 from sweep.run.artefacts import ensure_reference_features, ensure_reference_set, reference_set_part
 from sweep.run.plan import DDIMInversion
 from sweep.spec import Spec
-
-
-@pytest.fixture
-def reference_set(tmp_path):
-    folder = tmp_path / "davis"
-    folder.mkdir()
-    for i, direction in enumerate([(1, 0), (0, 1), (-1, 0)]):
-        videoio.write_video(folder / f"clip{i}.mp4", videoio.moving_shape_video(6, 64, 64, direction=direction,
-                                                                                  texture_seed=i))
-    (folder / "notes.txt").write_text("ignored")
-    return folder
-
 
 
 def test_reference_features_are_stored_once_and_pooled_by_the_report(reference_set, tmp_path):
