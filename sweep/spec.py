@@ -21,36 +21,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Optional, Union, get_args, get_origin
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    create_model,
-    field_validator,
-    model_validator,
-)
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, create_model,
+                      field_validator, model_validator)
 
 from evaluation.config import ScorerConfig
 from model.config import DEFAULT_PLACEMENT, DEFAULT_SLOTS, GenerationConfig, InversionConfig, ReferenceConfig
 from videoio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
-from vocabulary import (
-    DEBIAS_MODES,
-    DESIGN_AXES,
-    LOSSES,
-    METRICS,
-    NOISE_INITS,
-    PAPER_CHECKPOINT,
-    PAPER_METHOD,
-    PRESETS,
-    QK_DESIGNS,
-    REMOVE,
-    SAMPLE_METRICS,
-    TRACKERS,
-    V_DESIGNS,
-)
+from vocabulary import (DEBIAS_MODES, DESIGN_AXES, LOSSES, METRICS, NOISE_INITS, PAPER_CHECKPOINT, PAPER_METHOD,
+                        PRESETS, QK_DESIGNS, REMOVE, SAMPLE_METRICS, TRACKERS, V_DESIGNS)
 
 # --------------------------------------------------------------------------------------------------
 # Accepted values.

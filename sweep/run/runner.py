@@ -30,28 +30,10 @@ from ..spec import Spec
 from .artefacts import ensure_reference_set, reference_set_part
 from .plan import SweepContext, make_plan, save_plan
 from .preflight import PREFLIGHT_TIMEOUT_S, StorageError, init_ray, keep_credentials_out_of_ray, preflight
-from .search import (
-    asha_plan,
-    base_point,
-    format_search,
-    make_scheduler,
-    make_searcher,
-    param_space,
-    sample_trials,
-    search_fingerprint,
-    write_search_summary,
-)
-from .tune import (
-    planned_trials_searcher,
-    progress_callback,
-    result_grid,
-    search_trainable,
-    tracking_callbacks,
-    trainable,
-    trial_config,
-    trial_dirname,
-    trial_name,
-)
+from .search import (asha_plan, base_point, format_search, make_scheduler, make_searcher, param_space, sample_trials,
+                     search_fingerprint, write_search_summary)
+from .tune import (planned_trials_searcher, progress_callback, result_grid, search_trainable, tracking_callbacks,
+                   trainable, trial_config, trial_dirname, trial_name)
 from .videos import fingerprints_of, probe_videos
 
 

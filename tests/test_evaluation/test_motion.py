@@ -12,15 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from evaluation import (
-    EvaluationError,
-    ScorerConfig,
-    dmt_score,
-    dmt_similarity,
-    dmt_two_way,
-    get_scorer,
-    motion_fidelity,
-)
+from evaluation import (EvaluationError, ScorerConfig, dmt_score, dmt_similarity, dmt_two_way, get_scorer,
+                        motion_fidelity)
 from evaluation import motion as m
 from videoio import moving_shape_video
 
