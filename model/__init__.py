@@ -17,7 +17,7 @@ _LAZY = {
     "temporal_blocks": "embeddings",
     "generate": "generation", "initial_noise": "generation",
     "Reference": "inversion", "TrainResult": "inversion", "TrainState": "inversion", "ddim_invert": "inversion",
-    "encode_frames": "inversion", "load_video_frames": "inversion", "prepare_reference": "inversion",
+    "encode_frames": "inversion", "load_video_frames": "inversion", "take_frames": "inversion", "prepare_reference": "inversion",
     "train_embeddings": "inversion",
     "ModelNotFoundError": "presets", "get_preset": "presets", "load_pipeline": "presets",
 }

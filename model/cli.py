@@ -76,7 +76,9 @@ def _load_pipeline(preset_name: str, model: str | None, device: str | None):
 def run_invert(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .inversion import load_video_frames, prepare_reference, train_embeddings
+    import videoio
+
+    from .inversion import prepare_reference, take_frames, train_embeddings
     from .presets import get_preset
 
     preset = get_preset(args.preset, args.model)
@@ -86,7 +88,9 @@ def run_invert(args: argparse.Namespace) -> int:
         checkpoints=tuple(int(c) for c in args.checkpoints.split(",") if c.strip()))
     out = Path(args.out)
     frames = args.frames or preset.num_frames
-    video = load_video_frames(args.video, frames, preset.height, preset.width, args.start, args.stride)
+    source = videoio.read_video(args.video)
+    video = take_frames(source, frames, preset.height, preset.width, args.start, args.stride)
+    print(what_was_taken(args.video, source.shape, frames, args.start, args.stride, preset), file=sys.stderr)
     pipe = _load_pipeline(args.preset, args.model, args.device)
     print(f"preparing {args.video}: {frames} frames at {preset.height}x{preset.width}, DDIM inversion "
           f"({args.ddim_steps} steps)", file=sys.stderr)
@@ -113,6 +117,20 @@ def run_invert(args: argparse.Namespace) -> int:
           f"to {out}", file=sys.stderr)
     print(out)
     return 0
+
+
+def what_was_taken(video: str, shape: tuple, frames: int, start: int, stride: int, preset) -> str:
+    """What `invert` made of a reference video of `shape` ([T, H, W, 3]): which frames, and how it was resized."""
+    total, height, width = shape[:3]
+    text = (f"{video}: {total} frames of {height}x{width}; taking {frames} (frames {start} to "
+            f"{start + (frames - 1) * stride}, every {stride})")
+    if (height, width) != (preset.height, preset.width):
+        text += f", resized to cover {preset.height}x{preset.width} and centre-cropped"
+    if preset.name == "toy" and (total != frames or (height, width) != (preset.height, preset.width)):
+        text += (f". The toy world knows {preset.num_frames}-frame {preset.height}x{preset.width} clips of flat "
+                 "shapes moving along centred paths; other clips transfer poorly (README: \"What the toy world "
+                 "knows\")")
+    return text
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -66,9 +66,14 @@ TrainCallback = Callable[[int, float], None]
 def load_video_frames(path: str | Path, num_frames: int, height: int, width: int,
                       start: int = ReferenceConfig.start, stride: int = ReferenceConfig.stride) -> np.ndarray:
     """Read a video, take `num_frames` (from `start`, every `stride`), resize and centre-crop to height×width."""
-    frames = videoio.read_video(path)
-    frames = videoio.sample_frames(frames, num_frames, start, stride)
-    return videoio.resize_center_crop(frames, height, width)
+    return take_frames(videoio.read_video(path), num_frames, height, width, start, stride)
+
+
+def take_frames(frames: np.ndarray, num_frames: int, height: int, width: int, start: int = ReferenceConfig.start,
+                stride: int = ReferenceConfig.stride) -> np.ndarray:
+    """Of a video's frames, the `num_frames` from `start` every `stride`, resized to cover height×width and
+    centre-cropped: the reference as the model takes it."""
+    return videoio.resize_center_crop(videoio.sample_frames(frames, num_frames, start, stride), height, width)
 
 
 @torch.no_grad()
@@ -335,7 +340,8 @@ def train_embeddings(pipe, latents: torch.Tensor, source_prompt: str, config: In
         finally:
             embeddings.detach(unet)
             restore()
-            accelerator.free_memory()
+            if accelerator.device.type == "cuda":  # (on the CPU its gc.collect costs ~0.3 s a call and frees nothing)
+                accelerator.free_memory()
     return TrainResult(embeddings, checkpoints, losses, seconds, state)
 
 

@@ -95,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preflight-timeout", type=float, metavar="SECONDS",
                    help="how long to wait for the first worker that fits a trial, e.g. a GPU node's cold start "
                         "with image pull and setup (default: sweep.run.preflight.PREFLIGHT_TIMEOUT_S, 30 min)")
+    p.add_argument("--no-report", action="store_true",
+                   help="don't write the report at the end (summary.md, report/index.html; `motion-sweep report` does)")
+    p.add_argument("--verbose", action="store_true", help="show Tune's own output (its status table, trial logs)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole seed ablation grid in the toy world (shipped weights, no GPU)",
@@ -111,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", default="./demo-results", help="where tables and videos go (default ./demo-results)")
     p.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
     p.add_argument("--search", action="store_true", help="run the search demo instead of the grid")
+    p.add_argument("--verbose", action="store_true", help="show Tune's own output (its status table, trial logs)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="summarize a sweep: paper-style table, CIs, FID/KID, paired tests",
@@ -224,9 +228,21 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.spec)
     summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus,
-                        max_failures=args.max_failures, retry_errors=args.retry_errors,
+                        max_failures=args.max_failures, retry_errors=args.retry_errors, verbose=int(args.verbose),
                         **({"preflight_timeout": args.preflight_timeout} if args.preflight_timeout else {}))
-    return _print_run(summary)
+    code = _print_run(summary)
+    if not args.no_report and spec.has_grid:
+        _print_answer(summary.storage)
+    return code
+
+
+def _print_answer(storage: str, n_boot: int = 9999) -> None:
+    """The end of `run` and `demo`: the paper-style table and where the report is (summary.md holds the rest)."""
+    from .report import html_report_path, report
+
+    print()
+    report(storage, n_boot=n_boot, brief=True)  # its first line says toy world (or random-weight backbones)
+    print(f"report: {html_report_path(storage)}  (motion-sweep report {storage} --open)")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -235,10 +251,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .demo import demo_search_spec
         from .run.runner import run_sweep
 
-        summary = run_sweep(demo_search_spec(args.storage), address="local", num_cpus=args.num_cpus, verbose=0)
+        summary = run_sweep(demo_search_spec(args.storage), address="local", num_cpus=args.num_cpus,
+                            verbose=int(args.verbose))
         return _print_run(summary)
     from .demo import demo_spec
-    from .report import html_report_path, report
     from .run.runner import run_sweep
 
     if args.preset == "toy":
@@ -250,10 +266,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   "run the plumbing demo: `motion-sweep demo --preset tiny`", file=sys.stderr)
             return 2
     spec = demo_spec(args.storage, name="demo" if args.preset == "toy" else "demo-tiny", preset=args.preset)
-    summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=0)
+    summary = run_sweep(spec, address="local", num_cpus=args.num_cpus, verbose=int(args.verbose))
     code = _print_run(summary)
-    report(summary.storage, n_boot=2000)  # its first line says toy world (or random-weight backbones)
-    print(f"report: {html_report_path(summary.storage)}  (motion-sweep report {summary.storage} --open)")
+    _print_answer(summary.storage, n_boot=2000)
     return code
 
 

@@ -284,9 +284,16 @@ def _metric_mode(metric: str, mode: Optional[str]) -> str:
 
 
 class TuneSettings(_Strict):
-    """`tune:`: Tune checkpoints and the metric Tune ranks trials by (its table, ResultGrid.get_best_result)."""
+    """`tune:`: Tune checkpoints and the metric Tune ranks trials by (its table, ResultGrid.get_best_result).
 
-    checkpoint_every: PosInt = 50  # optimisation steps between Tune checkpoints (embeddings, AdamW, RNG, step)
+    A trial saves a resume point (embeddings, AdamW, RNG, step) every `checkpoint_every` optimisation steps, but only
+    once `checkpoint_min_seconds` have passed since its last one (or its start): a retried trial then loses at most
+    about that much work, and a short trial, which a retry redoes faster than Tune stores a checkpoint, saves none.
+    (Each checkpoint also makes Tune snapshot the experiment's state: many in a few seconds would be a bottleneck.)
+    """
+
+    checkpoint_every: PosInt = 50
+    checkpoint_min_seconds: NonNegFloat = 120.0
     metric: Annotated[str, AfterValidator(_per_sample_metric)] = "motion_fidelity"
     mode: Optional[Literal[MODES]] = None  # type: ignore[valid-type]  # default: the metric's direction
 

@@ -45,7 +45,8 @@ def transfer_trial(pipe, scorer, reference: np.ndarray, source_prompt: str, prom
     return out
 
 
-def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | None = None) -> dict:
+def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | None = None,
+                   generation: dict | None = None) -> dict:
     """The method's positive control in small, for a build's log: invert `n` references (shape A, a straight
     motion each, source prompt without motion words) and generate shape B with no motion word, with the
     embeddings (debias `difference`) and with the plain base model from the same seed → the mean motion fidelity
@@ -62,7 +63,7 @@ def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | 
         ref, _ = td.reference_clip(motion, a, color, background, seed=seed + k)
         prompt = td.caption(b, list(td.COLORS)[(k + 2) % len(td.COLORS)], background)
         res = transfer_trial(pipe, scorer, ref, td.caption(a, color, background), prompt, seed=seed + k,
-                             inversion=inversion, base_noise=("random",))
+                             inversion=inversion, generation=generation, base_noise=("random",))
         rows.append((motion, res["method:difference"]["motion_fidelity"], res["base:random"]["motion_fidelity"]))
     method, base = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     return dict(n=n, motions=[r[0] for r in rows], method=float(method.mean()), base=float(base.mean()),

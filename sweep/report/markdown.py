@@ -20,10 +20,7 @@ def render(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table
     """The report as markdown: heading (saying so when metric backbones had random weights), the paper-style
     table, the per-variant summary, the paired comparisons, notes."""
     status = column(table, "status")
-    heading = f"# Summary: {title}"
-    warning = backbone_warning(table)
-    if warning:
-        heading += f" — {warning}"
+    heading = _heading(title, table)
     n_ok, n_err = status.count("ok"), status.count("error")
     confidence = summary_confidence(summary)
     min_videos = summary_min_videos(summary)
@@ -49,6 +46,19 @@ def render(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table
     if notes:
         lines += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines)
+
+
+def render_brief(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table) -> str:
+    """The answer in a few lines, for the end of `motion-sweep run`/`demo`: the heading (with its warning) and the
+    paper-style table with its legend; summary.md holds the rest."""
+    header, legend = paper_table(summary, comparisons)
+    return "\n".join([_heading(title, table), "", *header, "", *legend])
+
+
+def _heading(title: str, table: pa.Table) -> str:
+    """The report's first line, saying so when the numbers come from random-weight backbones or the toy world."""
+    warning = backbone_warning(table)
+    return f"# Summary: {title}" + (f" — {warning}" if warning else "")
 
 
 def backbone_warning(table: pa.Table) -> Optional[str]:

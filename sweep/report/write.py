@@ -20,7 +20,7 @@ from sweep.results.tables import load, write_comparisons
 from vocabulary import SAMPLE_METRICS
 
 from .compare import BaselineError, compare
-from .markdown import render
+from .markdown import render, render_brief
 from .preference import with_user_preference
 from .stats import MIN_VIDEOS, column
 from .summary import summarize, summary_notes
@@ -29,12 +29,13 @@ from .summary import summarize, summary_notes
 def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None, *, baseline: Optional[str] = None,
            reference_features: Optional[np.ndarray] = None, metrics: Sequence[str] = SAMPLE_METRICS,
            n_boot: int = 9999, seed: int = 0, confidence: float = 0.95, min_videos: int = MIN_VIDEOS,
-           echo: bool = True, fid_functions: Optional[tuple[Callable, Callable]] = None, html: bool = True
-           ) -> pa.Table:
+           echo: bool = True, brief: bool = False, fid_functions: Optional[tuple[Callable, Callable]] = None,
+           html: bool = True) -> pa.Table:
     """Summarize and compare the samples under `path` (a sweep folder or a storage root), print the report,
     write summary.md and summary.csv to `out_dir` (default: `path` when local, else the current directory),
     each sweep's comparisons as `<sweep>/comparisons.parquet` (`load(path, "comparisons")`) and, with `html`,
-    the browsable report `<out_dir>/report/index.html` (`sweep.report.html`; `html_report_path`).
+    the browsable report `<out_dir>/report/index.html` (`sweep.report.html`; `html_report_path`). With `echo` it
+    prints the whole markdown, or with `brief` only the heading and the paper-style table, then where the files are.
 
     baseline: variant id every variant is compared with (default: the paper's full method; BaselineError
     when it is given and absent). Returns the summary table.
@@ -58,7 +59,8 @@ def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None,
     used = sorted(set(comparisons["baseline"].to_pylist()))
     baseline_line = (f"Baseline: {', '.join(f'`{b}`' for b in used)}"
                      + (" (given)." if baseline else " (the paper's full method).") if used else "")
-    text = render(", ".join(sweeps) or str(path), table, summary, comparisons, notes, metrics, baseline_line)
+    title = ", ".join(sweeps) or str(path)
+    text = render(title, table, summary, comparisons, notes, metrics, baseline_line)
 
     out_dir = _out_dir(path, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +77,7 @@ def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None,
             path, html_report_path(path, out_dir).parent, table=table, summary=summary, comparisons=comparisons,
             notes=notes, baseline_line=baseline_line, metrics=metrics)))
     if echo:
-        print(text)
+        print(render_brief(title, table, summary, comparisons) if brief else text)
         print(f"wrote {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}"
               + "".join(f", {w}" for w in written))
     return summary

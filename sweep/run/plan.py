@@ -44,7 +44,8 @@ def content_key(obj: Any) -> str:
 
 @dataclass(frozen=True)
 class SweepContext:
-    """What a trial needs besides its plan entry: where rows go, the base model, the scorer's settings."""
+    """What a trial needs besides its plan entry: where rows go, the base model, the scorer's settings, how often it
+    saves a resume point."""
 
     name: str  # the sweep (its folder under the storage root)
     storage: str  # the storage root's URI
@@ -53,11 +54,15 @@ class SweepContext:
     base_model: str  # what the embeddings' files record as their base model
     metrics: dict  # the spec's `metrics:` block (evaluation.ScorerConfig.from_names and its settings)
     fps: int  # frame rate of the written clips
+    checkpoint_every: int  # steps between a trial's resume points (spec `tune:`) ...
+    checkpoint_min_seconds: float  # ... at least this far apart
 
     @classmethod
     def of(cls, spec: Spec) -> "SweepContext":
         return cls(name=spec.name, storage=spec.storage, preset=spec.preset, model=spec.model,
-                   base_model=spec.base_model, metrics=spec.metrics.model_dump(), fps=spec.generation.fps)
+                   base_model=spec.base_model, metrics=spec.metrics.model_dump(), fps=spec.generation.fps,
+                   checkpoint_every=spec.tune.checkpoint_every,
+                   checkpoint_min_seconds=spec.tune.checkpoint_min_seconds)
 
 
 # --------------------------------------------------------------------------------------------------

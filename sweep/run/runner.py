@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -68,7 +69,7 @@ class RunSummary:
 
 
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
-              num_cpus: int | None = None, max_failures: int = 2, verbose: int = 1,
+              num_cpus: int | None = None, max_failures: int = 2, verbose: int = 0,
               callbacks: list | None = None, preflight_timeout: float = PREFLIGHT_TIMEOUT_S,
               retry_errors: bool = False) -> RunSummary:
     """Run the spec's grid and/or search; `callbacks` are extra Tune callbacks (besides the spec's tracking);
@@ -163,11 +164,13 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
         fit_started = time.perf_counter()
         launch = _Launch(resources, max_concurrent, max_failures, verbose)
-        if trials:
-            _fit_grid(spec, context, {t.trial_id: t for t in grid}, trials, ddims, launch,
-                      [*tracking, *(callbacks or [])], summary, redo=frozenset(t.trial_id for t in retried))
-        if run_search:
-            _fit_search(spec, context, fingerprints, launch, [*tracking_callbacks(spec), *(callbacks or [])], summary)
+        with _tune_output(verbose):
+            if trials:
+                _fit_grid(spec, context, {t.trial_id: t for t in grid}, trials, ddims, launch,
+                          [*tracking, *(callbacks or [])], summary, redo=frozenset(t.trial_id for t in retried))
+            if run_search:
+                _fit_search(spec, context, fingerprints, launch, [*tracking_callbacks(spec), *(callbacks or [])],
+                            summary)
         summary.fit_seconds = time.perf_counter() - fit_started
         summary.ddim_inversions = sum(store.has_ddim(d.ddim_key) for d in missing)
     finally:
@@ -239,6 +242,26 @@ def _tuner(store: Store, tune_dir: str, experiment: str, run_fn, marker: dict, p
     return tune.Tuner(run_fn, param_space=param_space, tune_config=tune_config, run_config=run_config), False
 
 
+@contextlib.contextmanager
+def _tune_output(verbose: int):
+    """Tune's terminal output at `verbose`. Ray 2.60's default ("new") output prints its experiment table and a
+    TensorBoard hint (pointing at a driver-side folder, not at STORAGE/NAME/tune) even at verbose 0; its documented
+    switch RAY_AIR_NEW_OUTPUT=0 selects the reporter that honours verbose 0: nothing. The project's own progress
+    lines (`tune.progress_callback`) print either way."""
+    if verbose:
+        yield
+        return
+    before = os.environ.get("RAY_AIR_NEW_OUTPUT")
+    os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("RAY_AIR_NEW_OUTPUT", None)
+        else:
+            os.environ["RAY_AIR_NEW_OUTPUT"] = before
+
+
 @dataclass(frozen=True)
 class _Launch:
     """How the user asked Tune to run the trials: each trial's resources, the concurrency, retries, verbosity."""
@@ -267,8 +290,7 @@ def _fit_grid(spec: Spec, context: SweepContext, planned: dict, trials: dict, dd
     experiment, tune_dir = spec.name, f"{spec.name}/tune"
     # every planned trial, so a restored run finds any trial it had
     run_fn = tune.with_resources(
-        tune.with_parameters(trainable, trials=planned, ddims=ddims, context=context,
-                             checkpoint_every=spec.tune.checkpoint_every, redo=redo), launch.resources)
+        tune.with_parameters(trainable, trials=planned, ddims=ddims, context=context, redo=redo), launch.resources)
     configs = [trial_config(trials[k]) for k in sorted(trials)]
     tune_config = tune.TuneConfig(
         search_alg=planned_trials_searcher(configs), num_samples=len(configs), metric=spec.tune.metric,
@@ -311,13 +333,13 @@ def _fit_search(spec: Spec, context: SweepContext, fingerprints: dict, launch: _
     scoring = {"objective": search.objective.model_dump(), "time_attr": asha.get("time_attr"),
                "times": asha.get("times", {})}
     run_fn = tune.with_resources(
-        tune.with_parameters(search_trainable, spec=spec, fingerprints=fingerprints, context=context, search=scoring,
-                             checkpoint_every=spec.tune.checkpoint_every), launch.resources)
+        tune.with_parameters(search_trainable, spec=spec, fingerprints=fingerprints, context=context, search=scoring),
+        launch.resources)
     tune_config = tune.TuneConfig(
         search_alg=make_searcher(spec), scheduler=make_scheduler(spec), num_samples=search.samples,
         metric="objective", mode=search.objective.mode, max_concurrent_trials=launch.max_concurrent,
         reuse_actors=True, trial_name_creator=trial_name, trial_dirname_creator=trial_dirname)
-    run_config = _run_config(spec, store, experiment, launch, [progress_callback({}), *callbacks])
+    run_config = _run_config(spec, store, experiment, launch, [progress_callback({}, search.samples), *callbacks])
     fingerprint = search_fingerprint(spec)
     print(f"{spec.name}: searching {', '.join(search.space)} ({search.samples} samples, {search.algorithm}"
           + (f", ASHA at steps {search.rungs}" if search.rungs else "") + ")", file=sys.stderr)

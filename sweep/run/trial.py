@@ -6,8 +6,9 @@ can too). What a trial publishes, through its `publish(metrics, checkpoint=None)
 * every optimisation step: `{inversion_step, loss}`;
 * at each checkpoint step k, once the optimisation reaches it (and before it goes on): the mean metrics of
   checkpoint k's generations, with `inversion_step = checkpoint_step = k` (a search also publishes `objective`);
-* every `checkpoint_every` steps, a resume point (a local folder): the embeddings, AdamW state, generator state,
-  step and loss history of each optimisation (`model.inversion.TrainState`); a retried trial continues from it;
+* every `checkpoint_every` steps, once `checkpoint_min_seconds` have passed since the last one, a resume point (a
+  local folder): the embeddings, AdamW state, generator state, step and loss history of each optimisation
+  (`model.inversion.TrainState`); a retried trial continues from it;
 * at the end: the sample/error counts and the trial's wall time, beside the last checkpoint's metrics.
 
 The rows are written when the trial ends, its samples part last (its presence marks the trial complete); a
@@ -126,21 +127,19 @@ class EmbeddingRun:
 
 
 def run_trial(trial: Trial, ddim: DDIMInversion, context: SweepContext, publish: Publish | None = None, *,
-              resume: dict | None = None, checkpoint_every: int | None = None) -> dict:
+              resume: dict | None = None) -> dict:
     """Run (or resume) one trial and write its rows; returns the summary metrics published last. `resume` is what
-    `load_resume` read from a checkpoint folder; every `checkpoint_every` steps a resume point is published."""
-    return run_trials([trial], {ddim.ddim_key: ddim}, context, publish, resume=resume,
-                      checkpoint_every=checkpoint_every)
+    `load_resume` read from a resume point."""
+    return run_trials([trial], {ddim.ddim_key: ddim}, context, publish, resume=resume)
 
 
 def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], context: SweepContext,
-               publish: Publish | None = None, *, resume: dict | None = None, checkpoint_every: int | None = None,
-               search: dict | None = None) -> dict:
+               publish: Publish | None = None, *, resume: dict | None = None, search: dict | None = None) -> dict:
     """Run trials that advance together (one for a grid point; one per video for a search sample).
 
     The optimisations run in segments that end at checkpoint steps (where that step's generations are
-    generated, scored and published, and the optimisation goes on) and at multiples of `checkpoint_every`
-    (where a resume point is published). `search` (id, objective, time_attr, times) makes a search trial: each
+    generated, scored and published, and the optimisation goes on) and at multiples of the context's
+    `checkpoint_every` (where a resume point may be published). `search` (id, objective, time_attr, times) makes a search trial: each
     checkpoint writes its rows at once as their own part, tagged with the search id, and publishes the objective.
     """
     publish = publish or (lambda metrics, checkpoint=None: None)
@@ -152,7 +151,7 @@ def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], context: Sw
     try:
         for trial in trials:
             runs.append(_prepare(trial, ddims[trial.ddim_key], runtime, resume or {}))
-        return _advance(runs, runtime, publish, resume or {}, checkpoint_every, search, started)
+        return _advance(runs, runtime, publish, resume or {}, search, started)
     finally:  # a failed trial lets go of its keys at once (the lease would expire anyway)
         for run in runs:
             if run.lease is not None:
@@ -174,14 +173,15 @@ def _prepare(trial: Trial, ddim: DDIMInversion, runtime: Runtime, resume: dict) 
     return run
 
 
-def _advance(runs: list[EmbeddingRun], runtime: Runtime, publish: Publish, resume: dict, checkpoint_every,
-             search: dict | None, started: float) -> dict:
+def _advance(runs: list[EmbeddingRun], runtime: Runtime, publish: Publish, resume: dict, search: dict | None,
+             started: float) -> dict:
     """Optimise every run from boundary to boundary (checkpoint steps, resume points, the end), generating and
     scoring at each checkpoint, publishing as it goes; write the rows; return the final summary."""
     store, name = runtime.store, runtime.context.name
     eval_steps = sorted({k for run in runs for k in run.needed})
     final = max([run.steps for run in runs] + [0])
-    every = checkpoint_every or 0
+    every = runtime.context.checkpoint_every
+    last_resume_point = started
     boundaries = sorted(set(eval_steps) | ({*range(every, final, every)} if every else set()) | {final})
     resumed = int(resume.get("step", 0))
     live = len(runs) == 1  # one optimisation: its loss goes to Tune as each step ends
@@ -223,10 +223,12 @@ def _advance(runs: list[EmbeddingRun], runtime: Runtime, publish: Publish, resum
                 if search.get("time_attr") == "asha_time" and b in search.get("times", {}):
                     metrics["asha_time"] = search["times"][b]
             last_metrics = {k: v for k, v in metrics.items() if k not in ("samples", "errors", "loss", "asha_time")}
-        if every and trained and b % every == 0 and b < final:
+        if every and trained and b % every == 0 and b < final \
+                and time.perf_counter() - last_resume_point >= runtime.context.checkpoint_min_seconds:
             with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as tmp:  # Tune may move the folder
                 save_resume(tmp, b, runs)
                 publish(metrics, checkpoint=tmp)
+            last_resume_point = time.perf_counter()
         else:
             publish(metrics)
         prev = b

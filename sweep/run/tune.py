@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import pickle
 import sys
+import time
 from typing import Any
 
 from ..results.parts import finished_parts
@@ -46,8 +47,7 @@ def tune_resume() -> dict:
         return load_resume(folder)
 
 
-def trainable(config: dict, trials: dict, ddims: dict, context: SweepContext, checkpoint_every: int | None = None,
-              redo: frozenset = frozenset()) -> None:
+def trainable(config: dict, trials: dict, ddims: dict, context: SweepContext, redo: frozenset = frozenset()) -> None:
     """A grid trial: `config["trial_id"]` picks the planned trial; the plan comes via with_parameters (the rest of
     the config is the trial's hyperparameters, there for Tune's table, TensorBoard and ResultGrid).
     `redo`: trials to run again although their rows are written (--retry-errors)."""
@@ -66,18 +66,16 @@ def trainable(config: dict, trials: dict, ddims: dict, context: SweepContext, ch
             done = rows.filter(pc.equal(rows["trial_id"], trial.trial_id)).to_pylist()
         tune_publish({**row_summary(done), "inversion_step": trial.inversion["steps"], "trial_seconds": 0.0})
         return
-    run_trial(trial, ddims[trial.ddim_key], context, tune_publish, resume=tune_resume(),
-              checkpoint_every=checkpoint_every)
+    run_trial(trial, ddims[trial.ddim_key], context, tune_publish, resume=tune_resume())
 
 
-def search_trainable(config: dict, spec: Spec, fingerprints: dict, context: SweepContext, search: dict,
-                     checkpoint_every: int | None = None) -> None:
+def search_trainable(config: dict, spec: Spec, fingerprints: dict, context: SweepContext, search: dict) -> None:
     """A search sample: the config's values (drawn by the searcher) are planned like a grid point (same content
     keys) over the eval set, one inversion per video, advancing together."""
     from ray import tune
 
     trials, ddims = sample_trials(spec, config, fingerprints)
-    run_trials(trials, ddims, context, tune_publish, resume=tune_resume(), checkpoint_every=checkpoint_every,
+    run_trials(trials, ddims, context, tune_publish, resume=tune_resume(),
                search={**search, "id": tune.get_context().get_trial_id()})
 
 
@@ -155,20 +153,49 @@ def planned_trials_searcher(configs: list[dict]):
 # --------------------------------------------------------------------------------------------------
 # Callbacks: the terminal's progress lines, the spec's tracking.
 
-def progress_callback(planned: dict):
-    """One line per finished, stopped or failed trial in the terminal, whatever Tune's own verbosity."""
+def progress_callback(planned: dict, total: int | None = None):
+    """The terminal's view of a Tune run, whatever Tune's own verbosity: a line per finished, stopped or failed trial
+    with the run's counts so far (done of total, running, failed, samples written) and an ETA, and, when stderr is
+    a terminal, a live bar with the same counts below those lines. `planned`: the grid's trials by id (their video
+    and design name the line); `total`: the trials to expect (default: len(planned))."""
     from ray import tune
+    from tqdm import tqdm
 
     class Progress(tune.Callback):
         def __init__(self):
-            self.done = 0
+            self.total = total or len(planned) or None
+            self.done = self.running = self.failed = self.samples = 0
+            self.started = time.monotonic()
+            self.bar = tqdm(total=self.total, unit="trial", desc="trials", file=sys.stderr, dynamic_ncols=True,
+                            disable=not sys.stderr.isatty(), leave=False,
+                            bar_format="{desc} {n_fmt}/{total_fmt} |{bar}| {elapsed}<{remaining} {postfix}")
+
+        def counts(self) -> str:
+            return f"{self.running} running, {self.failed} failed, {self.samples} samples written"
+
+        def eta(self) -> str:
+            """What is left at the rate trials have finished so far (ready when one has)."""
+            if not self.total or not self.done or self.done >= self.total:
+                return ""
+            left = (time.monotonic() - self.started) / self.done * (self.total - self.done)
+            return f", ETA {tqdm.format_interval(left)}"
 
         def _line(self, trial, text: str) -> None:
             self.done += 1
+            self.running = max(0, self.running - 1)
             t = planned.get(trial.config.get("trial_id"))
             what = f"{t.video} qk={t.qk} v={t.v}" if t else trial_name(trial)
-            total = f"/{len(planned)}" if planned else ""
-            print(f"[{self.done}{total}] {what}: {text}", file=sys.stderr, flush=True)
+            of = f"/{self.total}" if self.total else ""
+            self.bar.write(f"[{self.done}{of}] {what}: {text} ({self.counts()}{self.eta()})", file=sys.stderr)
+            self.bar.set_postfix_str(self.counts(), refresh=False)
+            self.bar.update(1)
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self.running += 1
+            self.bar.set_postfix_str(self.counts())
+
+        def on_trial_recover(self, iteration, trials, trial, **info):  # retried: it starts again
+            self.running = max(0, self.running - 1)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             r = trial.last_result or {}
@@ -177,11 +204,16 @@ def progress_callback(planned: dict):
                 self._line(trial, f"stopped at step {r.get('inversion_step')}"
                                   + (f", objective {objective:.4f}" if objective is not None else ""))
                 return
+            self.samples += r.get("samples", 0)
             self._line(trial, f"{r.get('samples', 0)} samples, {r.get('errors', 0)} errors, "
                               f"{r.get('trial_seconds', 0.0):.1f} s")
 
         def on_trial_error(self, iteration, trials, trial, **info):
+            self.failed += 1
             self._line(trial, "FAILED (see the summary at the end)")
+
+        def on_experiment_end(self, trials, **info):
+            self.bar.close()
     return Progress()
 
 

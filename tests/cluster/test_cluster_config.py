@@ -201,7 +201,8 @@ def test_job_upload_leaves_out_git_results_caches_and_environments(tmp_path):
     from ray._private.runtime_env import packaging
 
     work = tmp_path / "repo"
-    shutil.copytree(REPO, work, ignore=shutil.ignore_patterns("*.pyc", ".git"), symlinks=True, dirs_exist_ok=True)
+    own = shutil.ignore_patterns("*.pyc", ".git", ".venv", "venv", "results", "demo-results", "build", ".cache")
+    shutil.copytree(REPO, work, ignore=own, symlinks=True, dirs_exist_ok=True)  # not this checkout's own environment
     for junk in (".git/objects/ab/cdef", ".venv/lib/site.py", "results/s/samples/part.parquet",
                  "demo-results/x.parquet", "build/motion-sweep/setup.py", ".cache/x", "venv/bin/python",
                  "tb/events.out.tfevents.1", "report/index.html"):

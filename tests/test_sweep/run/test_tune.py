@@ -214,7 +214,7 @@ def test_a_worker_killed_mid_inversion_resumes_from_its_last_checkpoint(faulty_r
 
     spec = Spec.model_validate(spec_dict(tmp_path, "killed", source_prompt=KILL_PROMPT,
                                          inversion={"steps": 8, "checkpoints": [4, 8], "ddim_steps": 2},
-                                         tune={"checkpoint_every": 2}))
+                                         tune={"checkpoint_every": 2, "checkpoint_min_seconds": 0}))
     summary = run_sweep(spec, verbose=0, max_failures=2)
     assert summary.failed == {}
     calls = [c for c in fault_injection.starts(faulty_ray) if c["source_prompt"] == KILL_PROMPT]
