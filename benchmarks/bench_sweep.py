@@ -1,10 +1,11 @@
-"""The sweep on this machine: demo wall time (cold), and how well a tiny sweep keeps the Ray slots busy.
+"""The sweep on this machine: demo wall time (cold) against its compute, and how well a tiny sweep keeps the Ray
+slots busy.
 
     python benchmarks/bench_sweep.py            # both
     python benchmarks/bench_sweep.py --skip-demo
 
-1. `motion-sweep demo` in a fresh process with an empty model cache and storage (cold: Ray start, tiny model
-   build, worker imports, everything), timed from outside.
+1. `motion-sweep demo` in a fresh process with an empty model cache and storage (cold: Ray start, worker imports,
+   model loads, the report, everything), timed from outside, beside its summed in-trial compute / slots.
 2. A 3-video demo grid (24 Tune trials, 60 generations) on a local Ray with 2 one-CPU slots: the ratio of the
    summed in-trial compute (what each trial reports as trial_seconds) to the Tune phase's wall time × slots.
    1.0 would mean no scheduling, start-up or I/O overhead at all.
@@ -25,16 +26,26 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
 
 
-def demo_cold() -> dict:
+def demo_cold(slots: int = 2) -> dict:
+    """`motion-sweep demo` cold, timed from outside, beside its compute: the summed in-trial seconds (each trial's
+    last result in Tune's files) over the slots. What is left is the overhead the project controls."""
     with tempfile.TemporaryDirectory() as tmp:
         env = {**os.environ, "MOTION_SWEEP_CACHE": str(Path(tmp) / "cache")}
         t0 = time.perf_counter()
-        r = subprocess.run([sys.executable, "-m", "sweep.cli", "demo", "--storage", str(Path(tmp) / "out")],
-                           cwd=tmp, env=env, capture_output=True, text=True)
+        r = subprocess.run([sys.executable, "-m", "sweep.cli", "demo", "--storage", str(Path(tmp) / "out"),
+                            "--num-cpus", str(slots)], cwd=tmp, env=env, capture_output=True, text=True)
         wall = time.perf_counter() - t0
         if r.returncode != 0:
             raise SystemExit(f"demo failed:\n{r.stderr[-3000:]}")
-    return {"demo_cold_wall_s": round(wall, 1)}
+        compute = 0.0
+        for result in Path(tmp, "out", "demo", "tune", "demo").glob("*/result.json"):
+            last = json.loads(result.read_text().strip().splitlines()[-1])
+            compute += last.get("trial_seconds", 0.0)
+        run_line = next(line for line in r.stderr.splitlines() if line.startswith("demo: "))
+    per_slot = compute / slots
+    return {"demo_cold_wall_s": round(wall, 1), "demo_summed_trial_s": round(compute, 1), "slots": slots,
+            "demo_compute_per_slot_s": round(per_slot, 1), "demo_overhead_s": round(wall - per_slot, 1),
+            "demo_wall_over_compute": round(wall / per_slot, 2), "demo_run_line": run_line}
 
 
 def utilisation(slots: int = 2) -> dict:
