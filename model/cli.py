@@ -128,7 +128,7 @@ def what_was_taken(video: str, shape: tuple, frames: int, start: int, stride: in
         text += f", resized to cover {preset.height}x{preset.width} and centre-cropped"
     if preset.name == "toy" and (total != frames or (height, width) != (preset.height, preset.width)):
         text += (f". The toy world knows {preset.num_frames}-frame {preset.height}x{preset.width} clips of flat "
-                 "shapes moving along centred paths; other clips transfer poorly (README: \"What the toy world "
+                 "shapes moving along centred paths; other clips may not transfer (README: \"What the toy world "
                  "knows\")")
     return text
 

@@ -32,3 +32,16 @@ def test_cli_invert_then_generate(tmp_path):
     r = subprocess.run(run + ["generate", "--embeddings", str(out), "--step", "9", "--prompt", "x", "--out",
                               str(tmp_path / "h.mp4")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "no checkpoint at step 9" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_invert_says_which_frames_it_took_and_how_it_resized_them():
+    from model import get_preset
+    from model.cli import what_was_taken
+
+    toy, zeroscope = get_preset("toy"), get_preset("zeroscope")
+    text = what_was_taken("car.mp4", (48, 120, 160, 3), 8, 4, 2, toy)
+    assert text.startswith("car.mp4: 48 frames of 120x160; taking 8 (frames 4 to 18, every 2)")
+    assert "resized to cover 64x64 and centre-cropped" in text and "The toy world knows 8-frame 64x64 clips" in text
+    own = what_was_taken("sq.mp4", (8, 64, 64, 3), 8, 0, 1, toy)  # one of its own clips: nothing to say
+    assert own == "sq.mp4: 8 frames of 64x64; taking 8 (frames 0 to 7, every 1)"
+    assert "toy world" not in what_was_taken("car.mp4", (48, 120, 160, 3), 24, 0, 1, zeroscope)

@@ -64,6 +64,7 @@ def test_run_prints_progress_and_ends_on_the_table_and_the_report_path(tmp_path)
     assert_quiet_progress_then_answer(result, trials=4, sweep=tmp_path / "results" / "quiet")
 
 
+@pytest.mark.slow  # (the quiet run above is the fast tier's check of the terminal)
 def test_verbose_shows_tunes_own_output(tmp_path):
     result = motion_sweep("run", str(tiny_spec(tmp_path, "loud")), "--num-cpus", "2", "--verbose", "--no-report",
                           cwd=tmp_path)
