@@ -12,13 +12,16 @@ eigenvalues of S_a S_b are the squared singular values of Xa Xb' / sqrt((Na-1)(N
 that matrix's nuclear norm. Thin QR factors (Xa = Qa Ra) shrink it to the singular values of Ra Rb',
 at most min(N, D) square: exact and cheap whether N < D (few frames) or N > D.
 KID is the unbiased MMD² with the cubic kernel k(x, y) = (x·y / D + 1)³, averaged over random subsets
-(as torchmetrics' `poly_mmd`).
+(as torchmetrics' `poly_mmd`); when neither set has more rows than the subset size, random subsets would all be
+the whole sets (a std of 0 for 100 times the work), so KID is then one whole-set estimate without a std.
 Values depend on the feature extractor: Inception FIDs are comparable with the paper's (its 550–700 use
 few frames), CLIP-feature FIDs are on another scale. With fewer frames than feature dimensions the
 covariances are singular and FID is strongly biased: read KID there (the report marks such FIDs).
 """
 
 from __future__ import annotations
+
+from typing import Optional
 
 import numpy as np
 
@@ -63,24 +66,31 @@ def fid_from_features(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def _poly_mmd(x: np.ndarray, y: np.ndarray) -> float:
-    """Unbiased MMD² of equal-size sets with the cubic kernel (x·y / D + 1)³."""
-    m, d = len(x), x.shape[1]
+    """Unbiased MMD² of sets x [m, D] and y [n, D] with the cubic kernel (x·y / D + 1)³ (torchmetrics' `poly_mmd`
+    when m = n)."""
+    m, n, d = len(x), len(y), x.shape[1]
     kxx, kyy, kxy = ((x @ x.T) / d + 1) ** 3, ((y @ y.T) / d + 1) ** 3, ((x @ y.T) / d + 1) ** 3
-    within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
-    return float(within - 2.0 * kxy.sum() / (m * m))
+    within = (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+    return float(within - 2.0 * kxy.sum() / (m * n))
 
 
 def kid_from_features(a: np.ndarray, b: np.ndarray, subset_size: int = 1000, subsets: int = 100,
-                      seed: int = 0) -> tuple[float, float]:
+                      seed: int = 0) -> tuple[float, Optional[float]]:
     """KID (mean, std over `subsets` random subsets) between feature sets a [N, D] and b [M, D].
 
     As torchmetrics' KernelInceptionDistance: each subset draws `subset_size` rows of each set without
-    replacement and takes the unbiased MMD² with the cubic polynomial kernel; the subset size is capped
-    at min(N, M) (torchmetrics refuses instead). Seeded, so the same features give the same numbers.
+    replacement and takes the unbiased MMD² with the cubic polynomial kernel. Seeded, so the same features
+    give the same numbers. Where torchmetrics refuses a subset size larger than a set:
+    * neither set has more than subset_size rows: subsets could only repeat the whole sets, so the answer is
+      one unbiased MMD² of the whole sets (N and M rows, all the data) and the std is None;
+    * only the other set does: subsets of min(N, M) rows, the smaller set whole each time (the std then
+      measures the larger set's subsampling only).
     """
     a, b = _pair(a, b)
     if subsets < 1 or subset_size < 2:
         raise EvaluationError(f"KID needs subsets >= 1 and subset_size >= 2, got {subsets}, {subset_size}")
+    if max(len(a), len(b)) <= subset_size:
+        return _poly_mmd(a, b), None
     m = min(subset_size, len(a), len(b))
     rng = np.random.default_rng(seed)
     values = np.array([_poly_mmd(a[rng.permutation(len(a))[:m]], b[rng.permutation(len(b))[:m]])

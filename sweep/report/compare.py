@@ -5,8 +5,11 @@
 
 Comparisons pair a variant's samples with the baseline's on shared units (video, prompt, generation seed,
 checkpoint; the base model's single checkpoint 0 matches every checkpoint), average the differences within each
-video, then bootstrap and test over videos: Wilcoxon signed-rank p, Holm-adjusted over every comparison of one
-metric (`stats`).
+video, then test the mean per-video difference over videos (`stats.paired_test`): p is the larger of an exact
+sign-flip permutation test and a bootstrap-t test, and the CI is the differences neither rejects, so the CI
+excludes 0 exactly when p < 1 − confidence. p is Holm-adjusted over every comparison of one metric; the Wilcoxon
+signed-rank p stands beside it. `min_p` / `min_p_holm` say the smallest p and p_holm the design allows (2/2^n
+with n videos, times the Holm family), and `design_limits` says it in a sentence per sweep.
 """
 
 from __future__ import annotations
@@ -22,8 +25,8 @@ from sweep.results.schemas import COMPARISONS_SCHEMA
 from sweep.results.tables import code_version
 from vocabulary import APPLIED, METRICS, NON_VARIANT_AXES, PAPER_METHOD, SAMPLE_METRICS, applied
 
-from .stats import (CI_METHOD, MIN_VIDEOS, STEP, TEST, column, float_column, holm, mean_over_videos, per_video,
-                    signed_rank_p, video_ci)
+from .stats import (MIN_VIDEOS, PAIRED_CI_METHOD, STEP, TEST, column, float_column, holm, mean_over_videos,
+                    paired_test, per_video, signed_rank_p, smallest_p, smallest_p_holm)
 
 
 class BaselineError(ValueError):
@@ -38,10 +41,12 @@ def compare(table: pa.Table, baseline: Optional[str] = None, metrics: Sequence[s
     One row per sweep × variant × metric × checkpoint. Units are (video, prompt, generation seed) at one
     checkpoint; the side with only checkpoint 0 (the base model) matches each checkpoint of the other. Only
     ok rows with a finite value enter; a unit on one side only is dropped (counted in n_unmatched).
-    Differences are averaged within each video; mean, CI (BCa over videos, null under `min_videos` videos,
-    ci_note says why) and the Wilcoxon signed-rank p are over videos; p_holm adjusts p over every row of
-    one metric in one sweep. baseline: a variant id; default: the paper's full method (BaselineError when
-    the sweep has none).
+    Differences are averaged within each video; the mean, its CI and p are over videos (`stats.paired_test`:
+    p the larger of an exact sign-flip test and a bootstrap-t test, the CI the differences neither rejects,
+    null under `min_videos` videos or when unbounded, ci_note says why), beside the Wilcoxon signed-rank p;
+    p_holm adjusts p over every row of one metric in one sweep, and min_p / min_p_holm are the smallest
+    values this number of videos and this family allow. baseline: a variant id; default: the paper's full
+    method (BaselineError when the sweep has none).
     """
     status = column(table, "status")
     ok_rows = [i for i, s in enumerate(status) if s == "ok"]
@@ -82,25 +87,49 @@ def compare(table: pa.Table, baseline: Optional[str] = None, metrics: Sequence[s
                         shared = sorted(a.keys() & b.keys(), key=str)
                         dv = per_video({u: a[u] - b[u] for u in shared})
                         d = np.array(list(dv.values()))
-                        lo, hi, why = video_ci(d, n_boot, seed, confidence, min_videos)
+                        tested = paired_test(d, n_boot, seed, confidence, min_videos)
                         rows.append({
                             "sweep": sweep, "baseline": base, "variant": variant, "metric": m,
                             "higher_is_better": METRICS[m].higher_is_better if m in METRICS else None,
-                            "checkpoint": label, "variant_checkpoint": cv, "baseline_checkpoint": cb, "n_units": len(shared),
+                            "checkpoint": label, "variant_checkpoint": cv, "baseline_checkpoint": cb,
+                            "n_units": len(shared),
                             "n_unmatched": len(a.keys() ^ b.keys()), "n_videos": len(dv),
                             "baseline_mean": mean_over_videos(per_video({u: b[u] for u in shared})),
                             "variant_mean": mean_over_videos(per_video({u: a[u] for u in shared})),
                             "mean_difference": float(d.mean()) if len(d) else None,
-                            "ci_low": lo, "ci_high": hi, "ci_method": CI_METHOD,
-                            "ci_note": why if len(d) else "no matched units",
-                            "confidence": confidence, "n_boot": n_boot, "test": TEST, "p": signed_rank_p(d),
+                            "ci_low": tested.low, "ci_high": tested.high, "ci_method": PAIRED_CI_METHOD,
+                            "ci_note": tested.note, "confidence": confidence, "n_boot": n_boot, "test": TEST,
+                            "p": tested.p, "p_sign_flip": tested.p_sign_flip, "p_bootstrap": tested.p_bootstrap,
+                            "p_wilcoxon": signed_rank_p(d), "min_p": smallest_p(len(d), n_boot),
                             "code_version": code_version(), "created_at": now})
     for sweep, m in {(r["sweep"], r["metric"]) for r in rows}:
         family = [r for r in rows if r["sweep"] == sweep and r["metric"] == m]
+        family_size = sum(x["p"] is not None for x in family)
         for r, adjusted in zip(family, holm([r["p"] for r in family])):
             r["p_holm"] = adjusted
-            r["family_size"] = sum(x["p"] is not None for x in family)
+            r["family_size"] = family_size
+            r["min_p_holm"] = None if adjusted is None else smallest_p_holm(r["n_videos"], family_size, n_boot)
     return pa.Table.from_pylist(rows, schema=COMPARISONS_SCHEMA)
+
+
+def design_limits(comparisons: pa.Table) -> dict[str, str]:
+    """{sweep: a sentence}: the smallest p_holm its comparisons can reach (its most videos, its Holm family), so
+    a reader knows when a missing star is the design's limit rather than an absent effect (named by its sweep
+    when there are several). Sweeps whose rows lack min_p_holm (a table written before it existed) say nothing."""
+    rows = [r for r in comparisons.to_pylist() if r.get("min_p_holm") is not None]
+    sweeps = sorted({r["sweep"] for r in rows}, key=str)
+    lines = {}
+    for sweep in sweeps:
+        best = min((r for r in rows if r["sweep"] == sweep), key=lambda r: r["min_p_holm"])
+        floor = best["min_p_holm"]
+        line = (f"With {best['n_videos']} videos and {best['family_size']} comparisons per metric, p_holm cannot go "
+                f"below {floor:.3g}")
+        if floor >= 0.05:
+            line += ": no comparison can be marked *, so a missing star is the design's limit, not an absent effect"
+        elif floor >= 0.01:
+            line += ": ** (p_holm < 0.01) is out of reach, so a missing ** is the design's limit"
+        lines[sweep] = (f"{sweep}: " if len(sweeps) > 1 else "") + line + "."
+    return lines
 
 
 def _variant_settings(table: pa.Table, rows: Sequence[int]) -> dict[str, dict]:

@@ -13,7 +13,10 @@ N_TOO_SMALL = "n too small"  #: what a CI withheld for too few videos reads
 
 
 def num(v: Optional[float], digits: int = 4, sign: bool = False) -> str:
-    """A number as shown: `digits` decimals (with its sign when `sign`); "–" when missing or not finite."""
+    """A number as shown: `digits` decimals (with its sign when `sign`); ±∞ as "−∞"/"∞" (a one-sided interval's open
+    end); "–" when missing or NaN."""
+    if v is not None and math.isinf(v):
+        return "−∞" if v < 0 else "∞"
     if v is None or not math.isfinite(v):
         return "–"
     return f"{v:+.{digits}f}" if sign else f"{v:.{digits}f}"

@@ -21,7 +21,7 @@ from evaluation.fid import fid_from_features, kid_from_features
 from vocabulary import SAMPLE_METRICS
 
 from .references import pooled_features, reference_frames
-from .stats import MIN_VIDEOS, STEP, column, float_column, video_ci, video_means
+from .stats import MIN_VIDEOS, STEP, column, fewest_videos, float_column, video_ci, video_means
 
 
 def summarize(table: pa.Table, by: Optional[Sequence[str]] = None, metrics: Sequence[str] = SAMPLE_METRICS, *,
@@ -32,7 +32,9 @@ def summarize(table: pa.Table, by: Optional[Sequence[str]] = None, metrics: Sequ
 
     * n_samples / n_ok / n_errors / n_videos; error rows never enter a mean, they are counted.
     * `<metric>_mean`: mean over videos of the per-video mean (over prompts and seeds) of ok rows with a
-      value; `<metric>_low/_high`: BCa bootstrap CI resampling videos, null under `min_videos` videos;
+      value; `<metric>_low/_high`: the CI of that mean over videos (`stats.video_ci`: the values neither an
+      exact sign-flip test nor a bootstrap-t test rejects, chosen by measured coverage), null under
+      `min_videos` videos (or the more a high confidence needs);
       `<metric>_n`: how many samples had a value (fewer than n_ok means the metric is missing for some).
     * fid / kid of the group's pooled `fid_features` against real frames: `reference_features` ([N, D],
       for every group) or the `references` table (see `reference_frames`); `fid_n_frames` /
@@ -139,12 +141,13 @@ def summarize(table: pa.Table, by: Optional[Sequence[str]] = None, metrics: Sequ
             typ = pa.float64()
         columns[name] = pa.array(vals, type=typ, from_pandas=True)
     meta = {b"notes": json.dumps(notes).encode(), b"confidence": str(confidence).encode(),
-            b"n_boot": str(n_boot).encode(), b"min_videos": str(min_videos).encode()}
+            b"n_boot": str(n_boot).encode(),  # the fewest videos given a CI (more than min_videos at a high level)
+            b"min_videos": str(max(min_videos, fewest_videos(confidence))).encode()}
     return pa.table(columns).replace_schema_metadata(meta)
 
 
 def _kid_mean(a: np.ndarray, b: np.ndarray) -> float:
-    """KID's mean (`kid_from_features` gives (mean, std))."""
+    """KID's estimate (`kid_from_features` gives (mean, std over subsets, or None for one whole-set estimate))."""
     return kid_from_features(a, b)[0]
 
 

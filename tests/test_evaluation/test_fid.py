@@ -1,4 +1,5 @@
-"""FID/KID: the closed form against torchmetrics' public metrics, fid_frames, reference sets."""
+"""FID/KID: the closed form against torchmetrics' public metrics, fid_frames, reference sets, KID of small sets as one
+whole-set estimate."""
 
 import json
 import warnings
@@ -35,15 +36,15 @@ def test_fid_and_kid_match_torchmetrics(na, nb, dim):
     fid.update(torch.from_numpy(a), real=True)
     fid.update(torch.from_numpy(b), real=False)
     assert fid_from_features(a, b) == pytest.approx(float(fid.compute()), rel=1e-6)
-    # KID: with subsets as large as the sets, every subset is the whole set, so both are deterministic
+    # KID: with subsets as large as the sets, torchmetrics' subsets are all the whole set; ours is one estimate of it
     n = min(na, nb)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "will save all extracted features in buffer"
         kid = KernelInceptionDistance(feature=Features(dim), subsets=2, subset_size=n)
     kid.update(torch.from_numpy(a[:n]), real=True)
     kid.update(torch.from_numpy(b[:n]), real=False)
-    assert kid_from_features(a[:n], b[:n], subset_size=n, subsets=2)[0] == pytest.approx(float(kid.compute()[0]),
-                                                                                        rel=1e-9)
+    assert kid_from_features(a[:n], b[:n], subset_size=n, subsets=2) == (pytest.approx(float(kid.compute()[0]),
+                                                                                         rel=1e-9), None)
 
 
 def test_fid_is_exact_with_fewer_frames_than_dimensions():
@@ -124,6 +125,27 @@ def test_kid_is_near_zero_for_one_distribution_and_grows_with_shift():
     assert shifted == sorted(shifted)
     assert kid_from_features(a, b + 0.3, subset_size=100, subsets=50) == \
         kid_from_features(a, b + 0.3, subset_size=100, subsets=50)  # seeded
+
+
+def test_kid_of_sets_no_larger_than_a_subset_is_one_unbiased_whole_set_estimate(monkeypatch):
+    """Issue 25, point 6: with <= subset_size frames in each set, random subsets could only repeat the whole sets
+    (std 0 for 100 times the work): one whole-set estimate, std None. Unbiased also for sets of unequal sizes: over
+    300 seeded pairs (20 vs 50 frames) of one distribution its mean is 0 within 3 standard errors."""
+    import evaluation.fid as fid
+
+    calls = []
+    real = fid._poly_mmd
+    monkeypatch.setattr(fid, "_poly_mmd", lambda x, y: calls.append((len(x), len(y))) or real(x, y))
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(20, 4)), rng.normal(size=(50, 4)) + 0.5
+    assert kid_from_features(a, b, subset_size=50) == kid_from_features(a, b, subset_size=50, subsets=7, seed=3)
+    assert kid_from_features(a, b)[1] is None and calls == [(20, 50)] * 3  # once per call, every frame
+    calls.clear()
+    _, std = kid_from_features(a, b, subset_size=30, subsets=10)  # 50 > 30: subsets of min(30, 20) frames
+    assert calls == [(20, 20)] * 10 and std > 0
+    same = np.array([kid_from_features(rng.normal(size=(20, 4)), rng.normal(size=(50, 4)))[0] for _ in range(300)])
+    assert abs(same.mean()) < 3 * same.std() / np.sqrt(len(same))
+    assert kid_from_features(a, b)[0] > 10 * same.std() / np.sqrt(len(same))
 
 
 @pytest.mark.parametrize("a, b, match", [

@@ -1,6 +1,6 @@
 """Paired comparisons against a baseline (`sweep.report.compare`): zero differences, planted effects, too few
-videos for a CI, Holm over every comparison of a metric, pairing over shared units, the base model and
-hyperparameter groups, and a sweep without the paper's method."""
+videos for a CI, Holm over every comparison of a metric and the smallest p_holm the design allows, pairing over
+shared units, the base model and hyperparameter groups, and a sweep without the paper's method."""
 
 import zlib
 from pathlib import Path
@@ -12,6 +12,8 @@ import pytest
 from helpers.reports import NONE, PAPER, TWO_VARIANTS
 from helpers.sweeps import make_spec, run_fake
 from sweep.report import BaselineError, compare, holm, report, summarize
+from sweep.report.compare import design_limits
+from sweep.report.stats import PAIRED_CI_METHOD, TEST
 from sweep.results.tables import load
 from sweep.run.plan import BASE_VARIANT
 
@@ -35,7 +37,7 @@ def test_a_variant_identical_to_the_baseline_differs_by_zero_with_p_one(tmp_path
 
 
 def test_a_planted_effect_over_8_videos_is_detected(tmp_path):
-    """+0.1 on every unit (plus small independent noise). With 8 videos the smallest two-sided exact Wilcoxon p
+    """+0.1 on every unit (plus small independent noise). With 8 videos the smallest two-sided exact sign-flip p
     is 2/2^8 = 0.0078, so p_holm < 0.01 needs a family of one comparison: one variant, one checkpoint."""
     spec = make_spec(tmp_path, n_videos=8, axes=TWO_VARIANTS, checkpoints=[20])
     rng = np.random.default_rng(0)
@@ -48,7 +50,9 @@ def test_a_planted_effect_over_8_videos_is_detected(tmp_path):
 
     run_fake(spec, metric=metric)
     (r,) = rows_of(compare(load(spec.storage), n_boot=2000))
-    assert r["p_holm"] < 0.01 and r["family_size"] == 1 and r["test"].startswith("Wilcoxon")
+    assert r["p_holm"] < 0.01 and r["family_size"] == 1 and (r["test"], r["ci_method"]) == (TEST, PAIRED_CI_METHOD)
+    assert r["p"] == r["p_sign_flip"] == r["min_p"] == r["min_p_holm"] == 2 / 256  # every video positive
+    assert r["p_bootstrap"] <= r["p"] and r["p_wilcoxon"] == pytest.approx(2 / 256)  # exact Wilcoxon agrees here
     assert r["ci_low"] < 0.1 < r["ci_high"] and r["ci_low"] > 0
     assert r["mean_difference"] == pytest.approx(0.1, abs=0.01)
 
@@ -57,7 +61,8 @@ def test_three_videos_give_no_ci(tmp_path, capsys):
     spec = make_spec(tmp_path, n_videos=3, axes=TWO_VARIANTS, checkpoints=[20])
     run_fake(spec, metric=lambda g: 0.3 + unit_noise(g) + (0.1 if g.variant == NONE else 0))
     (r,) = rows_of(compare(load(spec.storage), n_boot=200))
-    assert r["ci_low"] is None and r["ci_high"] is None and r["ci_note"] == "n too small: 3 videos < 5"
+    assert r["ci_low"] is None and r["ci_high"] is None and r["ci_note"] == "n too small: 3 videos < 6"
+    assert r["p"] >= 2 / 8 == r["min_p"]  # p stays: the sign-flip test's smallest with 3 videos
     assert r["mean_difference"] == pytest.approx(0.1) and r["n_videos"] == 3
     report(Path(spec.storage) / spec.name, tmp_path / "out", n_boot=200)
     printed = capsys.readouterr().out
@@ -73,6 +78,24 @@ def test_holm_runs_over_every_comparison_of_one_metric(tmp_path):
         family = rows_of(comparisons, metric)
         assert len(family) == 6 and {r["family_size"] for r in family} == {6}
         assert [r["p_holm"] for r in family] == pytest.approx(holm([r["p"] for r in family]))
+        assert {r["min_p_holm"] for r in family} == {min(1.0, 6 * 2 / 2 ** 6)}  # 6 comparisons of 6 videos
+
+
+def test_the_design_limit_is_said_per_sweep(tmp_path):
+    """8 videos, 6 comparisons per metric: p_holm cannot go below 6 × 2/256 = 0.047, so * is possible, ** is not;
+    with 6 videos not even * is (6 × 2/64 = 0.19)."""
+    for name, n_videos in (("eight", 8), ("six", 6)):
+        spec = make_spec(tmp_path, name=name, n_videos=n_videos)
+        run_fake(spec, metric=lambda g: 0.3 + unit_noise(g) + {PAPER: 0, NONE: 0.05}.get(g.variant, 0.02))
+    comparisons = compare(load(tmp_path / "results"), n_boot=999)  # (with 200, the bootstrap's 2/201 would bind)
+    assert design_limits(comparisons) == {
+        "eight": "eight: With 8 videos and 6 comparisons per metric, p_holm cannot go below 0.0469: ** (p_holm < "
+                 "0.01) is out of reach, so a missing ** is the design's limit.",
+        "six": "six: With 6 videos and 6 comparisons per metric, p_holm cannot go below 0.188: no comparison can be "
+               "marked *, so a missing star is the design's limit, not an absent effect."}
+    eight = [r for r in comparisons.to_pylist() if r["sweep"] == "eight"]
+    assert {r["min_p_holm"] for r in eight} == {6 * 2 / 256} and all(r["p_holm"] >= 6 * 2 / 256 for r in eight)
+    assert design_limits(comparisons.filter(pa.compute.equal(comparisons["sweep"], "six")))["six"].startswith("With 6")
 
 
 def test_pairing_is_over_shared_units_and_error_rows_never_enter(tmp_path):

@@ -17,9 +17,9 @@ from sweep.run.plan import BASE_VARIANT
 
 
 def test_summarize_means_cis_errors(tmp_path):
-    spec = make_spec(tmp_path, n_videos=5)
-    # per video: v0 -> 0.2 ... v4 -> 0.6 (so the mean over videos is 0.4)
-    value = lambda g: {"v0": 0.2, "v1": 0.3, "v2": 0.4, "v3": 0.5, "v4": 0.6}[g.columns["video"]]  # noqa: E731
+    spec = make_spec(tmp_path, n_videos=6)  # 6: the fewest videos with a 95 % CI (stats.MIN_VIDEOS)
+    # per video: v0 -> 0.2 ... v4 -> 0.6, v5 -> 0.4 (so the mean over videos is 0.4)
+    value = lambda g: [0.2, 0.3, 0.4, 0.5, 0.6, 0.4][int(g.columns["video"][1:])]  # noqa: E731
     fail = lambda g: g.columns["video"] == "v2" and g.prompt == "p2a" and g.variant == "qk=1d v=off"  # noqa: E731
     run_fake(spec, fail=fail, metric=value)
     summary = summarize(load(spec.storage), references=load(spec.storage, "references"), n_boot=500)
@@ -28,18 +28,18 @@ def test_summarize_means_cis_errors(tmp_path):
                          ("qk=1d v=2d debias=none", 10), ("qk=1d v=2d debias=none", 20),
                          ("qk=1d v=off", 10), ("qk=1d v=off", 20), (BASE_VARIANT, 0)}
     r = rows[("qk=1d v=2d debias=difference", 10)]
-    assert (r["n_samples"], r["n_ok"], r["n_errors"], r["n_videos"]) == (10, 10, 0, 5)
+    assert (r["n_samples"], r["n_ok"], r["n_errors"], r["n_videos"]) == (12, 12, 0, 6)
     assert r["text_similarity_mean"] == pytest.approx(0.4)
     assert r["text_similarity_low"] < 0.4 < r["text_similarity_high"]
     assert 0.2 <= r["text_similarity_low"] and r["text_similarity_high"] <= 0.6
-    assert r["text_similarity_n"] == 10
+    assert r["text_similarity_n"] == 12
     e = rows[("qk=1d v=off", 10)]
-    assert (e["n_samples"], e["n_ok"], e["n_errors"], e["n_videos"]) == (10, 9, 1, 5)
+    assert (e["n_samples"], e["n_ok"], e["n_errors"], e["n_videos"]) == (12, 11, 1, 6)
     assert e["text_similarity_mean"] == pytest.approx(0.4)  # the error row is counted, not averaged
-    assert e["text_similarity_n"] == 9
-    # FID/KID against the reference videos' frames (5 videos × 8 frames), never the base model's samples
-    assert r["fid"] is not None and r["kid"] is not None and r["fid_n_frames"] == 40
-    assert r["fid_n_reference_frames"] == 40 and r["fid_dim"] == DIM and r["fid_reliable"] is True
+    assert e["text_similarity_n"] == 11
+    # FID/KID against the reference videos' frames (6 videos × 8 frames), never the base model's samples
+    assert r["fid"] is not None and r["kid"] is not None and r["fid_n_frames"] == 48
+    assert r["fid_n_reference_frames"] == 48 and r["fid_dim"] == DIM and r["fid_reliable"] is True
     assert summary_notes(summary) == []
 
 
