@@ -11,7 +11,7 @@
     state.py        a study loaded for serving and importing: raters by token, schedules, vote validation
     vote_import.py  votes collected elsewhere (CSV, JSON, JSONL), validated, all or nothing
     server.py       the aiohttp server: the rater's page (page/), its session, votes, clips
-    stats.py        win rates (Wilson, binomial test), Bradley–Terry strengths, consistency, user_preference
+    stats.py        rater-clustered win rates and tests, Bradley–Terry strengths, consistency, user_preference
     cli.py          `motion-sweep study ...` (`add_study_arguments`; `python -m sweep.study`)
 """
 

@@ -95,7 +95,10 @@ def add_study_arguments(subparsers) -> argparse.ArgumentParser:
 
     q = sub.add_parser("results", help="win rates, Bradley–Terry strengths, rater consistency, votes per item")
     common(q)
-    q.add_argument("--boot", type=int, default=1000, help="bootstrap resamples over raters (default 1000)")
+    q.add_argument("--boot", type=int, default=0,
+                   help="Bradley–Terry intervals from N percentile-bootstrap resamples over raters instead of the "
+                        "rater-clustered sandwich (default 0: the sandwich; the bootstrap under-covers with ~15 "
+                        "raters)")
     q.add_argument("--json", action="store_true", help="print the tables as JSON")
     q.add_argument("--out", help="also write the tables as Parquet and CSV into this folder")
     q.set_defaults(func=cmd_study_results)
@@ -179,20 +182,29 @@ def cmd_study_results(args: argparse.Namespace) -> int:
         return 0
     print(f"study {args.name}: {res['votes'].num_rows} vote(s) from "
           f"{len(set(res['votes']['rater'].to_pylist()))} rater(s)\n")
-    show = {"pairs": ["question", "variant_a", "variant_b", "n_votes", "win_rate_a", "ci_low", "ci_high", "p"],
-            "bradley_terry": ["question", "variant", "log_strength", "ci_low", "ci_high", "n_votes"],
+    show = {"pairs": ["question", "variant_a", "variant_b", "n_votes", "n_raters", "win_rate_a", "ci_low", "ci_high",
+                      "p", "design_effect"],
+            "bradley_terry": ["question", "variant", "log_strength", "ci_low", "ci_high", "n_votes", "component"],
             "consistency": ["rater", "question", "n_repeated", "consistency"],
-            "user_preference": ["variant", "user_preference", "ci_low", "ci_high", "n_votes"]}
-    titles = {"pairs": "Win rate of variant_a (Wilson 95% CI, two-sided binomial test)",
-              "bradley_terry": "Bradley–Terry log-strength (95% bootstrap over raters)",
+            "user_preference": ["variant", "user_preference", "ci_low", "ci_high", "n_votes", "component"]}
+    titles = {"pairs": "Win rate of variant_a, raters as the unit (95% Wilson CI at votes / design effect, Rao–Scott "
+                       "test of 1/2; t on raters − 1 df)",
+              "bradley_terry": "Bradley–Terry log-strength (mean 0 per component; 95% CI "
+                               + (f"from a bootstrap over raters, {args.boot} resamples" if args.boot > 0 else
+                                  "from a rater-clustered sandwich") + "; ±inf: one-sided, never won/lost)",
               "consistency": "Rater consistency on repeated items (sides swapped)",
-              "user_preference": "User preference (share of votes won, all questions)"}
+              "user_preference": "User preference (Bradley–Terry probability of beating a random other variant, all "
+                                 "questions; rater-clustered 95% CI)"}
     for key, cols in show.items():
         table = res[key]
         if key == "consistency":
             table = table.filter(pc.equal(table["rater"], "all"))
+        if key in ("bradley_terry", "user_preference") and set(table["component"].to_pylist()) <= {0}:
+            cols = cols[:-1]  # one connected set of comparisons: no component to tell apart
         print(titles[key])
         print(format_table(table.select(cols)) + "\n")
+        if key in ("bradley_terry", "user_preference") and len(set(table["component"].to_pylist())) > 1:
+            print("(the compared pairs form unconnected components: values compare only within one)\n")
     n = res["items"]["n_votes"].to_pylist()
     if n:
         print(f"votes per item (first presentations): min {min(n)}, median {float(np.median(n)):g}, max {max(n)}")

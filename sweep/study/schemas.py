@@ -42,24 +42,35 @@ PAIRS_SCHEMA = pa.schema([
     doc_field("wins_a", pa.int64(), "votes for variant_a"),
     doc_field("wins_b", pa.int64(), "votes for variant_b"),
     doc_field("win_rate_a", pa.float64(), "wins_a / n_votes"),
-    doc_field("ci_low", pa.float64(), "lower end of the Wilson 95% interval of win_rate_a"),
-    doc_field("ci_high", pa.float64(), "upper end of the Wilson 95% interval of win_rate_a"),
-    doc_field("p", pa.float64(), "two-sided exact binomial test of win_rate_a = 1/2"),
+    doc_field("ci_low", pa.float64(), "lower end of the 95% interval of win_rate_a with raters as the unit: Wilson's "
+                                      "at n_votes / design_effect, t quantile on n_raters − 1 df (null: < 2 raters)"),
+    doc_field("ci_high", pa.float64(), "upper end of that interval"),
+    doc_field("p", pa.float64(), "two-sided test of win_rate_a = 1/2 with raters as the unit: the score test with the "
+                                 "Rao–Scott design-effect correction, t on n_raters − 1 df (the interval's dual)"),
+    doc_field("design_effect", pa.float64(), "variance of win_rate_a clustered by rater over the binomial variance "
+                                             "(independent votes), floored at 1; n_votes / design_effect votes' "
+                                             "worth of information"),
     doc_field("n_raters", pa.int64(), "raters who voted on the pair"),
     doc_field("n_items", pa.int64(), "items of the pair with a vote"),
+    doc_field("method", pa.string(), "interval and test method"),
 ])
 
 BRADLEY_TERRY_SCHEMA = pa.schema([
     doc_field("study", pa.string(), "study name"),
     doc_field("question", pa.string(), "question id"),
     doc_field("variant", pa.string(), "variant"),
-    doc_field("log_strength", pa.float64(), "Bradley–Terry log-strength θ (mean 0 over the variants): "
-                                         "P(i beats j) = 1 / (1 + exp(θj − θi))"),
-    doc_field("ci_low", pa.float64(), "2.5% percentile of θ over the bootstrap over raters (null: < 2 raters)"),
-    doc_field("ci_high", pa.float64(), "97.5% percentile of θ over the bootstrap over raters"),
+    doc_field("log_strength", pa.float64(), "Bradley–Terry log-strength θ (mean 0 over the component's variants; "
+                                         "0.5 pseudo-wins each way per compared pair): P(i beats j) = 1 / (1 + "
+                                         "exp(θj − θi))"),
+    doc_field("ci_low", pa.float64(), "lower end of θ's 95% interval (`method`: rater-clustered sandwich, or bootstrap "
+                                      "over raters); −inf for a variant that never won (null: < 2 raters)"),
+    doc_field("ci_high", pa.float64(), "upper end; +inf for a variant that never lost (one-sided: the other end is "
+                                       "a profile-likelihood bound)"),
     doc_field("strength", pa.float64(), "exp(θ): strengths with geometric mean 1"),
     doc_field("n_votes", pa.int64(), "votes on pairs containing the variant"),
     doc_field("n_wins", pa.int64(), "votes won"),
+    doc_field("component", pa.int64(), "connected component of the compared pairs (0, 1, ...): θ is fitted and "
+                                       "centred per component; values of two components are not comparable"),
     doc_field("method", pa.string(), "fit and interval method"),
 ])
 
@@ -87,14 +98,23 @@ ITEMS_SCHEMA = pa.schema([
 
 USER_PREFERENCE_SCHEMA = pa.schema([
     doc_field("variant", pa.string(), "variant (join key with the samples/summary tables)"),
-    doc_field("user_preference", pa.float64(), "share of forced-choice votes won (vocabulary.METRICS)"),
+    doc_field("user_preference", pa.float64(), "Bradley–Terry probability of beating a variant drawn at random from "
+                                               "the others of its component: the share of votes it would win had it "
+                                               "met each equally often (vocabulary.METRICS)"),
     doc_field("n_votes", pa.int64(), "forced-choice votes on pairs containing the variant (first presentations)"),
     doc_field("n_wins", pa.int64(), "votes won"),
-    doc_field("ci_low", pa.float64(), "lower end of the Wilson 95% interval of user_preference"),
-    doc_field("ci_high", pa.float64(), "upper end of the Wilson 95% interval"),
+    doc_field("ci_low", pa.float64(), "lower end of the 95% interval of user_preference (rater-clustered sandwich, "
+                                      "logit scale, t on raters − 1 df; 0 for a variant that never won, whose upper "
+                                      "end is a profile-likelihood bound); null: < 2 raters"),
+    doc_field("ci_high", pa.float64(), "upper end of that interval (1 for a variant that never lost)"),
     doc_field("n_raters", pa.int64(), "raters who voted on it"),
     doc_field("questions", pa.string(), "question ids pooled (comma-separated)"),
     doc_field("studies", pa.string(), "studies pooled (comma-separated)"),
+    doc_field("checkpoint", pa.int64(), "checkpoint step its clips were shown at (study.json items' checkpoints; "
+                                        "null: not given)"),
+    doc_field("component", pa.int64(), "connected component of the compared pairs: values are on one scale only "
+                                       "within a component"),
+    doc_field("method", pa.string(), "estimate and interval method"),
 ])
 
 RESULT_SCHEMAS = {"pairs": PAIRS_SCHEMA, "bradley_terry": BRADLEY_TERRY_SCHEMA, "consistency": CONSISTENCY_SCHEMA,
