@@ -118,12 +118,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="summarize a sweep: paper-style table, CIs, FID/KID, paired tests",
-                       description="Group the samples by variant and checkpoint: means with 95%% bootstrap CIs over "
+                       description="Group the samples by variant and checkpoint: means with 95% CIs over "
                                    "videos, error counts, FID/KID against real frames (the spec's reference_set, "
                                    "else the sweep's own reference videos), and every variant compared with a "
-                                   "baseline on matched units (Wilcoxon signed-rank over videos, Holm-adjusted). "
-                                   "Prints the report; writes summary.md and summary.csv, the comparisons "
-                                   "table as <sweep>/comparisons.parquet, and a browsable HTML report (plots, a "
+                                   "baseline on matched units (the mean per-video difference: an exact sign-flip and a "
+                                   "bootstrap-t test over videos, Holm-adjusted), and the factorial effects of the "
+                                   "design axes (MQK design x MV design x debias, with a mixed model's variance "
+                                   "shares). Prints the report; writes summary.md and summary.csv, the comparisons "
+                                   "and effects tables as <sweep>/comparisons.parquet and effects.parquet, and a browsable HTML report (plots, a "
                                    "gallery of every clip next to its reference, errors) as report/index.html "
                                    "beside summary.md; it opens from disk, offline. Re-run it as rows land.")
     p.add_argument("path", help="a sweep folder (STORAGE/NAME) or a storage root")

@@ -10,9 +10,10 @@ The page is templates/report.html (Jinja2, autoescaped: all text from the tables
 facts of `page`, the plots of `plots` and the gallery of `gallery`; assets/ holds its CSS and JS (report.js draws
 the gallery with `textContent`). What it shows, top to bottom: a warning when the rows were scored with
 random-weight metric backbones (as summary.md's heading says); the summary (the paper-style table, per-variant
-means with their CIs, paired differences, exactly as computed by `summary`/`compare`: nothing here computes a
-statistic); the search, per sweep that ran one; how the numbers were made (provenance, compute, plan, spec); the
-plots; user preference, when the sweep has votes; the gallery; the errors.
+means with their CIs, paired differences, the factorial effects with their plots, exactly as computed by
+`summary`/`compare`/`effects`: nothing here computes a statistic); the search, per sweep that ran one; how the
+numbers were made (provenance, compute, plan, spec); the plots; user preference, when the sweep has votes; the
+gallery; the errors.
 
 This module, and with it Jinja2, matplotlib and Pillow, loads only when a page is written (`report()` imports it).
 """
@@ -38,9 +39,10 @@ from vocabulary import SAMPLE_METRICS
 from .format import num, stars
 from .gallery import PREVIEW_HEIGHT, gallery_index
 from .markdown import backbone_warning, paper_cells
-from .page import (comparison_rows, compute, error_rows, plan_counts, provenance, search_sections, sizes, spec_text,
-                   study_sections, variant_rows)
-from .plots import make_plots, search_plot
+from .effects import EFFECTS_TEST
+from .page import (comparison_rows, compute, effect_rows, error_rows, plan_counts, provenance, search_sections, sizes,
+                   spec_text, study_sections, variant_rows)
+from .plots import make_effect_plots, make_plots, search_plot
 from .stats import CI_METHOD, TEST, column
 from .summary import summary_confidence
 
@@ -53,7 +55,8 @@ HEAVY = ("fid_features",)  #: list columns the page never shows ([frames][dim] f
 def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table: pa.Table, summary: pa.Table,
                       comparisons: pa.Table, notes: Sequence[str] = (), baseline_line: str = "",
                       metrics: Sequence[str] = SAMPLE_METRICS, page_size: Optional[int] = None,
-                      preview_height: int = PREVIEW_HEIGHT, generated_at: Optional[dt.datetime] = None) -> Path:
+                      preview_height: int = PREVIEW_HEIGHT, generated_at: Optional[dt.datetime] = None,
+                      effects: Optional[pa.Table] = None) -> Path:
     """Write the report of the sweep(s) under `path` into the folder `out` (usually `<sweep>/report`) from the
     tables `report()` loaded and computed; returns the path of index.html. page_size: gallery groups per page
     (default PAGE_SIZE)."""
@@ -72,6 +75,7 @@ def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table:
     (build / "plots").mkdir(parents=True)
     try:
         plots = make_plots(summary, inversions, present, build / "plots")
+        effect_plots = make_effect_plots(effects, build / "plots") if effects is not None else []
         searches = [{**s, "plot": search_plot(s, build / "plots")} for s in search_sections(path, sweeps)]
         gallery, previews_used = gallery_index(table, path, out / "previews", present, preview_height)
         data = json.dumps(gallery, ensure_ascii=False, separators=(",", ":"))
@@ -83,7 +87,7 @@ def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table:
             build=build_name, plots=plots, page_size=page_size or PAGE_SIZE, table=table, summary=summary,
             comparisons=comparisons, notes=notes, baseline_line=baseline_line, metrics=present, plans=plans,
             inversions=inversions, study=study_sections(sweeps), searches=searches,
-            generated_at=generated_at or dt.datetime.now(dt.timezone.utc))
+            generated_at=generated_at or dt.datetime.now(dt.timezone.utc), effects=effects, effect_plots=effect_plots)
         os.replace(build, out / build_name)  # a new name: no page refers to it yet
     finally:
         shutil.rmtree(build, ignore_errors=True)
@@ -96,7 +100,8 @@ def write_html_report(path: str | os.PathLike, out: str | os.PathLike, *, table:
 def render_page(*, build: str, plots: list[dict], page_size: int, table: pa.Table, summary: pa.Table,
                 comparisons: pa.Table, notes: Sequence[str], baseline_line: str, metrics: Sequence[str],
                 plans: dict, inversions: pa.Table, study: list[dict], generated_at: dt.datetime,
-                searches: Sequence[dict] = ()) -> str:
+                searches: Sequence[dict] = (), effects: Optional[pa.Table] = None,
+                effect_plots: Sequence[dict] = ()) -> str:
     """The page (templates/report.html) of the tables, the plots and the sections already made."""
     header, labels, values, legend = paper_cells(summary, comparisons)
     sweeps = sorted({s for s in column(table, "sweep") if s}) or sorted(plans)
@@ -110,6 +115,7 @@ def render_page(*, build: str, plots: list[dict], page_size: int, table: pa.Tabl
                "legend": [line.replace("\\*", "*") for line in legend]},
         summary_header=summary_header, summary_rows=summary_rows, confidence=confidence, ci_method=CI_METHOD,
         comparisons=comparison_rows(comparisons), several_baselines=len(set(column(comparisons, "baseline"))) > 1,
+        effects=effect_rows(effects), effect_plots=list(effect_plots), effects_test=EFFECTS_TEST,
         test=TEST, notes=notes, provenance=provenance(table), specs=spec_text(plans), plan_counts=plan_counts(plans),
         compute=compute(table, inversions, plans), plots=plots, study=study, searches=searches, errors=errors,
         n_errors=n_errors,

@@ -1,5 +1,5 @@
 """The report as markdown (summary.md, and printed as is), and the paper's Table 1 as data for both pages:
-heading, the Table 1 layout, the per-variant summary, the paired comparisons, notes.
+heading, the Table 1 layout, the per-variant summary, the paired comparisons, the factorial effects, notes.
 """
 
 from __future__ import annotations
@@ -10,15 +10,19 @@ import pyarrow as pa
 
 from vocabulary import METRICS, PAPER_COLUMNS, SAMPLE_METRICS
 
+from .compare import design_limits
 from .format import N_TOO_SMALL, difference_ci, digits_of, mean_ci, num, stars
-from .stats import CI_METHOD, STEP, TEST, best_rows, column
+from .effects import EFFECTS_TEST
+from .effects import term_order
+from .stats import CI_METHOD, PAIRED_CI_METHOD, STEP, TEST, best_rows, column
 from .summary import summary_confidence, summary_min_videos
 
 
 def render(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table, notes: Sequence[str],
-           metrics: Sequence[str] = SAMPLE_METRICS, baseline_line: str = "") -> str:
+           metrics: Sequence[str] = SAMPLE_METRICS, baseline_line: str = "", *,
+           effects: Optional[pa.Table] = None) -> str:
     """The report as markdown: heading (saying so when metric backbones had random weights), the paper-style
-    table, the per-variant summary, the paired comparisons, notes."""
+    table, the per-variant summary, the paired comparisons, the factorial effects (`sweep.report.effects`), notes."""
     status = column(table, "status")
     heading = _heading(title, table)
     n_ok, n_err = status.count("ok"), status.count("error")
@@ -41,8 +45,18 @@ def render(title: str, table: pa.Table, summary: pa.Table, comparisons: pa.Table
         lines += ["## Paired differences against the baseline", "",
                   f"Units: (video, prompt, generation seed) at one checkpoint, present on both sides (unmatched ones "
                   f"dropped); differences averaged within each video, then over videos. CI: {confidence:.0%} "
-                  f"{CI_METHOD}. p: {TEST}; p_holm: Holm over every comparison of the metric.", "",
-                  *_comparisons_section(comparisons), ""]
+                  f"{PAIRED_CI_METHOD}. p: {TEST}; p_holm: Holm over every comparison of the metric.", "",
+                  *_comparisons_section(comparisons), "", *(f"{line}\n" for line in design_limits(comparisons).values())]
+    if effects is not None and effects.num_rows:
+        lines += ["## Factorial effects", "",
+                  "Which design factor matters, by how much, per metric (columns) and checkpoint. A main effect is "
+                  "\"level − the paper's level\" averaged over the other factors; an interaction is a difference of "
+                  "differences; each factor is fitted where it exists (subset). Estimate: mean over videos of the "
+                  f"per-video contrast; p: {EFFECTS_TEST}; \\* / \\*\\* p_holm < 0.05 / 0.01 (Holm over every "
+                  "term of the metric); removals: the paired comparisons above. Variance shares: a linear mixed "
+                  "model (random intercept per video, prompt within video). CIs, the mixed model's Wald numbers "
+                  "and notes: `load(path, \"effects\")` and the HTML report.", "",
+                  *_effects_section(effects), ""]
     if notes:
         lines += ["## Notes", "", *(f"- {n}" for n in notes), ""]
     return "\n".join(lines)
@@ -129,7 +143,14 @@ def paper_cells(summary: pa.Table, comparisons: Optional[pa.Table] = None
               f"against the baseline ({TEST}; Holm over every comparison of the metric); FID has no paired test."]
     if unreliable:
         legend.append("† FID from fewer frames than feature dimensions (singular covariance): unreliable, read KID.")
-    if "user_preference" not in columns:
+    if "user_preference" in columns:
+        legend.append("User preference: the Bradley–Terry probability of beating a variant drawn at random from the "
+                      "others compared (0.5 on average; not the paper's share of votes), rater-clustered 95% CI in "
+                      "summary.csv.")
+    elif "user_preference" in summary.column_names:  # votes, but no common scale for these rows
+        legend.append("User preference: the studies' comparisons form unconnected groups of variants, so there is "
+                      "no common scale; `motion-sweep study results` gives each group's.")
+    else:
         legend.append("User preference: no votes yet.")
     return header, labels, values, legend
 
@@ -178,6 +199,38 @@ def _comparisons_section(comparisons: pa.Table) -> list[str]:
             row.pop(2)
         rows.append(row)
     return _md_table(header, rows)
+
+
+def _effects_section(effects: pa.Table) -> list[str]:
+    """The effects as one table per sweep × setting × checkpoint: a row per subset × term, a column per metric."""
+    recs = effects.to_pylist()
+    metrics = list(dict.fromkeys(r["metric"] for r in recs))
+    out = []
+    for key in sorted({(r["sweep"], r["setting"] or "", r["checkpoint"]) for r in recs}, key=str):
+        mine = [r for r in recs if (r["sweep"], r["setting"] or "", r["checkpoint"]) == key]
+        terms = list(dict.fromkeys((r["subset"], r["term"]) for r in sorted(mine, key=term_order)))
+        cell = {(r["subset"], r["term"], r["metric"]): r for r in mine}
+        rows = []
+        for subset, term in terms:
+            found = [cell[(subset, term, m)] for m in metrics if (subset, term, m) in cell]
+            n = sorted({(r["n_videos"], r["n_units"]) for r in found})
+            rows.append([subset, term, " / ".join(f"{v} ({u})" for v, u in n),
+                         *(_effect_text(cell.get((subset, term, m))) for m in metrics)])
+        sweep, setting, step = key
+        out += [f"{sweep}{f', {setting}' if setting else ''}, step {step}:", "",
+                *_md_table(["subset", "term", "videos (units)",
+                            *(f"{METRICS[m].display} {METRICS[m].arrow}" if m in METRICS else m for m in metrics)],
+                           rows), ""]
+    return out[:-1]
+
+
+def _effect_text(r: Optional[dict]) -> str:
+    """An effects row's estimate as the markdown table shows it: a share in percent, else signed with its stars."""
+    if r is None:
+        return "–"
+    if r["kind"] == "variance":
+        return "–" if r["estimate"] is None else f"{r['estimate']:.0%}"
+    return num(r["estimate"], sign=True) + _markdown_stars(r["p_holm"])
 
 
 def _markdown_stars(p: Optional[float]) -> str:

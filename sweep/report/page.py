@@ -1,7 +1,7 @@
 """The facts the HTML page shows, as plain data for its template: the sweep's sizes, how the numbers were made
 (provenance, compute spent and what planning saved, plan counts, the spec), the preference study's tables, the
-search (`<sweep>/search.json` and search.parquet), the errors, and the rows of the summary and comparison tables
-formatted as `format` writes them. Nothing here computes a statistic.
+search (`<sweep>/search.json` and search.parquet), the errors, and the rows of the summary, comparison and effects
+tables formatted as `format` writes them. Nothing here computes a statistic.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from sweep.results.tables import load
 from sweep.study import study_results
 from vocabulary import METRICS, applied, objective_formula
 
+from .compare import design_limits
+from .effects import term_order
 from .format import difference_ci, mean_ci, num, row_labels, stars
 from .stats import STEP, best_rows, column, finite
 from .summary import summary_min_videos
@@ -154,7 +156,7 @@ def spec_text(plans: dict[str, Optional[dict]]) -> dict[str, str]:
 
 
 def study_sections(sweeps: list[tuple[str, Store]]) -> list[dict]:
-    """Per sweep with votes: `sweep.study.study_results` (win rates with Wilson intervals, Bradley–Terry)."""
+    """Per sweep with votes: `sweep.study.study_results` (win rates and Bradley–Terry, raters as the unit)."""
     out = []
     for name, store in sweeps:
         if not store.list_names("votes", "part-", ".parquet"):
@@ -291,13 +293,39 @@ def variant_rows(summary: pa.Table, metrics: Sequence[str]) -> tuple[list[str], 
 
 
 def comparison_rows(comparisons: pa.Table) -> list[dict]:
-    """The paired differences, sorted, with their numbers as shown."""
+    """The paired differences, sorted, with their numbers as shown, each with its sweep's design limit (the
+    smallest p_holm it allows, `compare.design_limits`; "" when unknown)."""
     rows = []
+    limits = design_limits(comparisons)
     for r in sorted(comparisons.to_pylist(), key=lambda r: (r["sweep"], r["metric"], r["variant"], r["checkpoint"])):
         p = r["p_holm"]
         rows.append({**r, "metric_label": METRICS[r["metric"]].display if r["metric"] in METRICS else r["metric"],
                      "diff": num(r["mean_difference"], sign=True), "ci": difference_ci(r), "p_text": num(r["p"]),
-                     "p_holm_text": num(p), "stars": stars(p)})
+                     "p_holm_text": num(p), "stars": stars(p), "design_limit": limits.get(r["sweep"], "")})
+    return rows
+
+
+def effect_rows(effects: Optional[pa.Table]) -> list[dict]:
+    """The factorial effects (`sweep.report.effects`), in the report's order, with their numbers as shown: a
+    variance share in percent, a contrast signed with its CIs (over videos, and the mixed model's Wald)."""
+    if effects is None:
+        return []
+    def order(r: dict) -> tuple:
+        return str(r["sweep"]), str(r["setting"] or ""), str(r["metric"]), r["checkpoint"] or 0, *term_order(r)
+
+    rows = []
+    for r in sorted(effects.to_pylist(), key=order):
+        share = r["kind"] == "variance"
+        rows.append({**r, "metric_label": METRICS[r["metric"]].display if r["metric"] in METRICS else r["metric"],
+                     "estimate_text": ("–" if r["estimate"] is None else f"{r['estimate']:.1%}") if share
+                     else num(r["estimate"], sign=True),
+                     "ci": "" if share else difference_ci(r),
+                     "p_text": num(r["p"]), "p_holm_text": num(r["p_holm"]), "stars": stars(r["p_holm"]),
+                     "wald": (f"variance {num(r['variance'])}" if share else
+                              "–" if r["mixed_estimate"] is None else
+                              f"{num(r['mixed_estimate'], sign=True)} "
+                              f"[{num(r['wald_low'], sign=True)}, {num(r['wald_high'], sign=True)}]"),
+                     "p_wald_text": num(r["p_wald"])})
     return rows
 
 

@@ -1,6 +1,7 @@
 """The report's plots: matplotlib on an Agg canvas (no pyplot, no global backend switch), saved as small SVGs
 (same plot, same bytes): each metric per variant with its CIs, each metric against the checkpoint step, the
-inversion loss curves, motion fidelity against appearance leakage, and each search's objective against the step.
+inversion loss curves, motion fidelity against appearance leakage, each search's objective against the step, and
+the factorial effects (each term's estimate with its CI per metric, and the variance shares).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from matplotlib.figure import Figure
 
 from vocabulary import METRICS, applied
 
+from .effects import term_order
 from .format import row_labels
 from .stats import CI_METHOD, STEP, finite
 
@@ -158,9 +160,95 @@ def make_plots(summary: pa.Table, inversions: pa.Table, metrics: Sequence[str], 
     return plots
 
 
+def make_effect_plots(effects: pa.Table, folder: Path) -> list[dict]:
+    """The factorial effects (`sweep.report.effects`): per metric, each term's estimate with its CI over videos, a
+    colour per checkpoint (`effects-<metric>.svg`); and the mixed model's variance shares (`effects-variance.svg`).
+    Returns [{file, title, caption}]."""
+    recs = effects.to_pylist()
+    several = len({(r["sweep"], r["setting"] or "") for r in recs}) > 1
+    steps = sorted({r["checkpoint"] for r in recs if r["checkpoint"] is not None})
+    colours = matplotlib.colormaps["tab10"]
+    colour = {c: colours(i % colours.N) for i, c in enumerate(steps)}
+    offset = {c: (i - (len(steps) - 1) / 2) * 0.18 for i, c in enumerate(steps)}  # checkpoints side by side
+
+    def label(r: dict) -> str:
+        where = f"{r['sweep']}{', ' + r['setting'] if r['setting'] else ''}: " if several else ""
+        return f"{where}{r['subset']} | {r['term']}"
+
+    plots: list[dict] = []
+    with matplotlib.rc_context(PLOT_STYLE):
+        for m in dict.fromkeys(r["metric"] for r in recs):
+            mine = [r for r in recs if r["metric"] == m and r["kind"] != "variance" and finite(r["estimate"])]
+            if not mine:
+                continue
+            info = METRICS.get(m)
+            name = info.display if info else m
+            terms = list(dict.fromkeys(label(r) for r in sorted(mine, key=lambda r: (str(r["sweep"]),
+                                                                                      str(r["setting"] or ""),
+                                                                                      *term_order(r)))))
+            fig = Figure(figsize=(6.4, 0.9 + 0.26 * len(terms)))
+            ax = fig.add_subplot()
+            ax.axvline(0.0, color="0.5", lw=0.8)
+            for c in steps:
+                at = [r for r in mine if r["checkpoint"] == c]
+                y = np.array([terms.index(label(r)) + offset[c] for r in at])
+                est = np.array([r["estimate"] for r in at])
+                has_ci = np.array([r["ci_low"] is not None and r["ci_high"] is not None for r in at], bool)
+                if has_ci.any():
+                    ax.hlines(y[has_ci], [r["ci_low"] for r, k in zip(at, has_ci) if k],
+                              [r["ci_high"] for r, k in zip(at, has_ci) if k], colors=[colour[c]], lw=1.2)
+                    ax.scatter(est[has_ci], y[has_ci], color=colour[c], s=18, zorder=3, label=f"step {c}")
+                if (~has_ci).any():  # no CI (too few videos): a hollow mark
+                    ax.scatter(est[~has_ci], y[~has_ci], facecolors="white", edgecolors=[colour[c]], s=18, zorder=3,
+                               label=f"step {c}" + ("" if has_ci.any() else " (no CI: n too small)"))
+            ax.set_yticks(range(len(terms)), terms)
+            ax.invert_yaxis()
+            ax.set_xlabel(f"difference in {name} {info.arrow if info else ''} (mean over videos, 95% CI)")
+            ax.set_title(f"Effects on {name}")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+            _save_svg(fig, folder / f"effects-{m}.svg")
+            plots.append({"file": f"plots/effects-{m}.svg", "title": f"Effects on {name}",
+                          "caption": "Each term's estimate, the mean over videos of the per-video contrast (main "
+                                     "effect: level − the paper's level, averaged over the other factors; interaction: "
+                                     "a difference of differences; removal: the paired difference against the paper's "
+                                     f"method), with its 95% {CI_METHOD}; hollow: no CI (too few videos). "
+                                     + (f"{'Higher' if info.higher_is_better else 'Lower'} is better."
+                                        if info else "")})
+        shares = [r for r in recs if r["kind"] == "variance" and finite(r["estimate"])]
+        if shares:
+            fits = list(dict.fromkeys((r["sweep"], r["setting"] or "", r["metric"], r["checkpoint"], r["subset"])
+                                      for r in shares))
+            components = list(dict.fromkeys(r["factor"] for r in shares))
+            share = {(r["sweep"], r["setting"] or "", r["metric"], r["checkpoint"], r["subset"], r["factor"]):
+                     r["estimate"] for r in shares}
+            fig = Figure(figsize=(6.4, 0.9 + 0.22 * len(fits)))
+            ax = fig.add_subplot()
+            left = np.zeros(len(fits))
+            for k, comp in enumerate(components):
+                widths = np.array([share.get((*f, comp), 0.0) for f in fits])
+                ax.barh(range(len(fits)), widths, left=left, color=colours(k % colours.N), label=comp, height=0.7)
+                left += widths
+            names = [(f"{f[0]}{', ' + f[1] if f[1] else ''}: " if several else "")
+                     + f"{METRICS[f[2]].display if f[2] in METRICS else f[2]} @ {f[3]} | {f[4]}" for f in fits]
+            ax.set_yticks(range(len(fits)), names)
+            ax.invert_yaxis()
+            ax.set_xlim(0, 1)
+            ax.set_xlabel("share of the variance (REML)")
+            ax.set_title("Where the variance is")
+            ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1))
+            _save_svg(fig, folder / "effects-variance.svg")
+            plots.append({"file": "plots/effects-variance.svg", "title": "Variance shares",
+                          "caption": "The linear mixed model's variance components as shares of their sum, per metric, "
+                                     "checkpoint and subset: video, prompt within video (where videos have several), "
+                                     "generation seed within prompt (where prompts have several), and the residual "
+                                     "(what differs between the variants' generations of one unit beyond the fixed "
+                                     "effects). With few videos the video share is a rough estimate."})
+    return plots
+
+
 def _err(r: dict, m: str) -> Optional[list[list[float]]]:
     mean, lo, hi = r.get(f"{m}_mean"), r.get(f"{m}_low"), r.get(f"{m}_high")
-    # (a BCa interval need not contain the mean to the last digit: bars never point inwards)
+    # (an interval need not contain the mean to the last digit: bars never point inwards)
     return None if lo is None or hi is None else [[max(0.0, mean - lo)], [max(0.0, hi - mean)]]
 
 

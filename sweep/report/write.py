@@ -1,8 +1,10 @@
-"""The report of a sweep, written: load the tables once, summarize, compare, then print and save summary.md,
-summary.csv, each sweep's comparisons.parquet and (with `html`) the browsable page.
+"""The report of a sweep, written: load the tables once, summarize, compare, fit the factorial effects, then print
+and save summary.md, summary.csv, each sweep's comparisons.parquet and effects.parquet and (with `html`) the
+browsable page.
 
     from sweep.report import report
-    report("results/paper-ablation")   # prints; writes summary.md/.csv, <sweep>/comparisons.parquet, report/index.html
+    report("results/paper-ablation")   # prints; writes summary.md/.csv, <sweep>/comparisons.parquet and
+                                       # <sweep>/effects.parquet, report/index.html
 """
 
 from __future__ import annotations
@@ -16,10 +18,11 @@ import numpy as np
 import pyarrow as pa
 
 from sweep.results.schemas import COMPARISONS_SCHEMA
-from sweep.results.tables import load, write_comparisons
+from sweep.results.tables import load, write_comparisons, write_effects
 from vocabulary import SAMPLE_METRICS
 
 from .compare import BaselineError, compare
+from .effects import effects as factorial_effects
 from .markdown import render, render_brief
 from .preference import with_user_preference
 from .stats import MIN_VIDEOS, column
@@ -33,7 +36,8 @@ def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None,
            html: bool = True) -> pa.Table:
     """Summarize and compare the samples under `path` (a sweep folder or a storage root), print the report,
     write summary.md and summary.csv to `out_dir` (default: `path` when local, else the current directory),
-    each sweep's comparisons as `<sweep>/comparisons.parquet` (`load(path, "comparisons")`) and, with `html`,
+    each sweep's comparisons as `<sweep>/comparisons.parquet` (`load(path, "comparisons")`), its factorial effects
+    as `<sweep>/effects.parquet` (`load(path, "effects")`, `sweep.report.effects`) and, with `html`,
     the browsable report `<out_dir>/report/index.html` (`sweep.report.html`; `html_report_path`). With `echo` it
     prints the whole markdown, or with `brief` only the heading and the paper-style table, then where the files are.
 
@@ -56,11 +60,15 @@ def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None,
         comparisons = COMPARISONS_SCHEMA.empty_table()
     sweeps = sorted({s for s in column(table, "sweep") if s})
     written = write_comparisons(path, comparisons, sweeps)  # also when empty: no stale file from an older report
+    found = factorial_effects(table, comparisons, metrics, n_boot=n_boot, seed=seed, confidence=confidence,
+                              min_videos=min_videos)
+    notes += found.notes
+    written += write_effects(path, found.table, sweeps)
     used = sorted(set(comparisons["baseline"].to_pylist()))
     baseline_line = (f"Baseline: {', '.join(f'`{b}`' for b in used)}"
                      + (" (given)." if baseline else " (the paper's full method).") if used else "")
     title = ", ".join(sweeps) or str(path)
-    text = render(title, table, summary, comparisons, notes, metrics, baseline_line)
+    text = render(title, table, summary, comparisons, notes, metrics, baseline_line, effects=found.table)
 
     out_dir = _out_dir(path, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -75,7 +83,7 @@ def report(path: str | os.PathLike, out_dir: Optional[str | os.PathLike] = None,
 
         written.append(str(write_html_report(
             path, html_report_path(path, out_dir).parent, table=table, summary=summary, comparisons=comparisons,
-            notes=notes, baseline_line=baseline_line, metrics=metrics)))
+            notes=notes, baseline_line=baseline_line, metrics=metrics, effects=found.table)))
     if echo:
         print(render_brief(title, table, summary, comparisons) if brief else text)
         print(f"wrote {out_dir / 'summary.md'}, {out_dir / 'summary.csv'}"

@@ -14,6 +14,9 @@ Tables under a sweep folder `<storage>/<sweep>/`:
   the spec names a `reference_set`, each of its videos (written by the runner before the trials).
 * `comparisons.parquet` (written by `sweep.report.report`): paired differences of every variant against the
   baseline, one row per variant × metric × checkpoint.
+* `effects.parquet` (written by `sweep.report.report`): the factorial effects of the design factors (main effects,
+  two-way interactions, variance shares; the removals copied from comparisons), one row per subset × metric ×
+  checkpoint × term.
 * `search.parquet` (written by a search, `sweep.run.search`): one row per search sample.
 
 Column names follow `vocabulary`'s rule: an axis name holds the requested value, `<axis>_applied` the
@@ -28,7 +31,7 @@ import pyarrow as pa
 
 from vocabulary import DESIGN_AXES, METRICS, SAMPLE_METRICS, applied
 
-TABLES = ("samples", "inversions", "references", "comparisons", "grid", "points", "search")
+TABLES = ("samples", "inversions", "references", "comparisons", "effects", "grid", "points", "search")
 
 _timestamp = pa.timestamp("us", tz="UTC")
 
@@ -89,6 +92,9 @@ SAMPLES_SCHEMA = pa.schema([
     doc_field("tracker_checkpoint", pa.string(), "tracker weights (file or pinned torch.hub repo)"),
     doc_field("grid_size", pa.int64(), "requested tracking grid side (DMT: 55)"),
     doc_field("motion_filter", pa.string(), "which tracks entered motion_fidelity"),
+    doc_field("motion_camera", pa.float64(), "motion_fidelity's camera term (null when neither clip's camera moves)"),
+    doc_field("motion_objects", pa.float64(), "motion_fidelity's objects term (null when no reference track moves "
+              "relative to the scene)"),
     doc_field("fid_backbone", pa.string(), "feature extractor of fid_features"),
     doc_field("fid_frames", pa.int64(), "setting: frames per clip whose FID features are kept, evenly spaced (0: all)"),
     doc_field("pretrained_metrics", pa.bool_(), "true only when every learned metric backbone had trained weights"),
@@ -173,14 +179,70 @@ COMPARISONS_SCHEMA = pa.schema([
                                             "paired difference"),
     doc_field("ci_low", pa.float64(), "lower end of the CI of mean_difference (null: see ci_note)"),
     doc_field("ci_high", pa.float64(), "upper end of the CI of mean_difference (null: see ci_note)"),
-    doc_field("ci_method", pa.string(), "how the CI was made (BCa bootstrap resampling videos)"),
+    doc_field("ci_method", pa.string(), "how the CI was made (the mean differences that neither test of p rejects)"),
     doc_field("ci_note", pa.string(), "why the CI is null (e.g. 'n too small: 3 videos < 5'); null when given"),
     doc_field("confidence", pa.float64(), "CI level"),
-    doc_field("n_boot", pa.int64(), "bootstrap resamples"),
+    doc_field("n_boot", pa.int64(), "bootstrap resamples (and random sign patterns beyond 20 videos)"),
     doc_field("test", pa.string(), "the paired test of p"),
-    doc_field("p", pa.float64(), "two-sided p-value of the paired test"),
+    doc_field("p", pa.float64(), "two-sided p of mean_difference = 0: the larger of p_sign_flip and p_bootstrap (the "
+                                 "CI excludes 0 exactly when p < 1 − confidence)"),
+    doc_field("p_sign_flip", pa.float64(), "exact sign-flip permutation p of the mean per-video difference (all 2^n "
+                                           "sign patterns up to 20 videos, else n_boot random ones)"),
+    doc_field("p_bootstrap", pa.float64(), "bootstrap-t p of the mean per-video difference (null: no spread)"),
+    doc_field("p_wilcoxon", pa.float64(), "Wilcoxon signed-rank p of the per-video differences (tests a "
+                                          "pseudo-median, not the mean: it may disagree with the CI)"),
+    doc_field("min_p", pa.float64(), "the smallest p this number of videos allows: 2/2^n_videos, at least "
+                                     "2/(n_boot + 1)"),
     doc_field("p_holm", pa.float64(), "p adjusted by Holm's step-down over every comparison of this metric in the sweep"),
     doc_field("family_size", pa.int64(), "comparisons in that Holm family"),
+    doc_field("min_p_holm", pa.float64(), "the smallest p_holm this design allows (family_size × min_p, at most 1): "
+                                          "at 0.05 or above no comparison can be marked *"),
+    doc_field("code_version", pa.string(), "motion-sweep package version that wrote the row"),
+    doc_field("created_at", _timestamp, "when the row was written (UTC)"),
+])
+
+EFFECTS_SCHEMA = pa.schema([
+    doc_field("sweep", pa.string(), "sweep name"),
+    doc_field("setting", pa.string(), "the hyperparameter setting of the variants fitted ('' without such axes)"),
+    doc_field("subset", pa.string(), "the complete factorial fitted: 'MQK and MV' (MQK design × MV design × debias), "
+                                     "'MV removed' (MQK design), 'MQK removed' (MV design × debias); or the removals"),
+    doc_field("kind", pa.string(), "main | interaction | variance (a variance share) | removal (compare's paired row)"),
+    doc_field("factor", pa.string(), "the factor or pair of factors of the term; the component of a variance row"),
+    doc_field("term", pa.string(), "what is estimated, e.g. 'MQK design: 2d − 1d' (the paper's level subtracted, "
+                                   "averaged over the other factors) or 'MQK design × debias: (2d − 1d) × "
+                                   "(none − difference)' (a difference of differences)"),
+    doc_field("metric", pa.string(), "metric (vocabulary.METRICS)"),
+    doc_field("higher_is_better", pa.bool_(), "direction of the metric"),
+    doc_field("checkpoint", pa.int64(), "checkpoint step of the samples fitted"),
+    doc_field("estimate", pa.float64(), "mean over videos of the per-video mean contrast; a variance row: the "
+                                        "component's share of the total variance (0–1)"),
+    doc_field("ci_low", pa.float64(), "lower end of the CI of estimate (null: see ci_note)"),
+    doc_field("ci_high", pa.float64(), "upper end of the CI of estimate (null: see ci_note)"),
+    doc_field("ci_method", pa.string(), "how the CI was made (as comparisons': the values neither test of p rejects)"),
+    doc_field("ci_note", pa.string(), "why the CI is null (e.g. 'n too small: 2 videos < 6')"),
+    doc_field("confidence", pa.float64(), "CI level"),
+    doc_field("n_boot", pa.int64(), "bootstrap resamples (and random sign patterns beyond 20 videos)"),
+    doc_field("method", pa.string(), "the test of p (a variance row: the mixed model that estimated it)"),
+    doc_field("p", pa.float64(), "two-sided p of estimate = 0 over the per-video contrasts, as comparisons test "
+                                 "theirs (the larger of an exact sign-flip and a bootstrap-t p); removals: compare's"),
+    doc_field("p_holm", pa.float64(), "p adjusted by Holm over every main/interaction row of the metric in the sweep "
+                                      "(removals: compare's adjustment)"),
+    doc_field("family_size", pa.int64(), "tests in that Holm family"),
+    doc_field("n_videos", pa.int64(), "videos entering the term (the resampling unit)"),
+    doc_field("n_units", pa.int64(), "units (video, prompt, generation seed) with every cell of the factorial"),
+    doc_field("n_variants", pa.int64(), "variants entering the fit (a cell with several optimisation seeds holds "
+                                        "several)"),
+    doc_field("mixed_estimate", pa.float64(), "the linear mixed model's estimate of the same contrast"),
+    doc_field("wald_low", pa.float64(), "lower end of the mixed model's Wald CI"),
+    doc_field("wald_high", pa.float64(), "upper end of the mixed model's Wald CI"),
+    doc_field("p_wald", pa.float64(), "the mixed model's Wald p (anti-conservative when the effect differs between "
+                                      "videos: read p)"),
+    doc_field("mixed_model", pa.string(), "the mixed model fitted (fixed effects, random parts)"),
+    doc_field("variance", pa.float64(), "a variance row: the component's variance (REML)"),
+    doc_field("note", pa.string(), "what to know about the fit: dropped units, warnings of the mixed model"),
+    doc_field("preset", pa.string(), "model preset(s) of the samples fitted"),
+    doc_field("pretrained_metrics", pa.bool_(), "false: some samples were scored with random-weight metric backbones "
+                                                "(plumbing numbers)"),
     doc_field("code_version", pa.string(), "motion-sweep package version that wrote the row"),
     doc_field("created_at", _timestamp, "when the row was written (UTC)"),
 ])
@@ -224,7 +286,7 @@ SEARCH_SCHEMA = pa.schema([
 ])
 
 
-ALL_SCHEMAS = {**SCHEMAS, "comparisons": COMPARISONS_SCHEMA, "search": SEARCH_SCHEMA}
+ALL_SCHEMAS = {**SCHEMAS, "comparisons": COMPARISONS_SCHEMA, "effects": EFFECTS_SCHEMA, "search": SEARCH_SCHEMA}
 
 
 def describe_tables() -> dict[str, dict[str, str]]:

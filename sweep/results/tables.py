@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from vocabulary import SAMPLE_METRICS
 
 from .parts import compact_table, read_part_table
-from .schemas import ALL_SCHEMAS, COMPARISONS_SCHEMA, SAMPLES_SCHEMA, SCHEMAS, TABLES
+from .schemas import ALL_SCHEMAS, COMPARISONS_SCHEMA, EFFECTS_SCHEMA, SAMPLES_SCHEMA, SCHEMAS, TABLES
 from .store import STORE_DIR, Store
 
 _NULL_ON_ERROR = {"samples": (*SAMPLE_METRICS, "fid_features"), "inversions": ("loss_curve",),
@@ -132,14 +132,27 @@ def write_comparisons(path: str | os.PathLike, comparisons: pa.Table, sweeps: Op
     """Write each sweep's rows of `comparisons` as `<sweep>/comparisons.parquet` under `path` (a sweep folder or
     a storage root), atomically, replacing the previous report's; `sweeps` also get a file when they have no
     rows (default: the sweeps in `comparisons`). Returns the URIs written."""
-    names = comparisons["sweep"].to_pylist()
+    return _write_per_sweep(path, "comparisons.parquet", comparisons, COMPARISONS_SCHEMA, sweeps)
+
+
+def write_effects(path: str | os.PathLike, effects: pa.Table, sweeps: Optional[Sequence[str]] = None) -> list[str]:
+    """Write each sweep's rows of `effects` (`sweep.report.effects`) as `<sweep>/effects.parquet`, as
+    `write_comparisons` writes comparisons (atomically, replacing the previous report's). Returns the URIs."""
+    return _write_per_sweep(path, "effects.parquet", effects, EFFECTS_SCHEMA, sweeps)
+
+
+def _write_per_sweep(path: str | os.PathLike, file: str, rows: pa.Table, schema: pa.Schema,
+                     sweeps: Optional[Sequence[str]]) -> list[str]:
+    """Each sweep's rows of a report table as `<sweep>/<file>`, atomically (Store.write_parquet); `sweeps` also get
+    a file when they have no rows (so no stale file from an older report stays)."""
+    names = rows["sweep"].to_pylist()
     wanted = set(names) | set(sweeps or ())
     written = []
     for name, store in sweep_stores(path):
         if name in wanted:
-            rows = pa.array([i for i, s in enumerate(names) if s == name], pa.int64())
-            store.write_parquet("comparisons.parquet", _conform(comparisons.take(rows), COMPARISONS_SCHEMA))
-            written.append(store.uri_of("comparisons.parquet"))
+            mine = pa.array([i for i, s in enumerate(names) if s == name], pa.int64())
+            store.write_parquet(file, _conform(rows.take(mine), schema))
+            written.append(store.uri_of(file))
     return written
 
 
@@ -185,7 +198,8 @@ def load(path: str | os.PathLike, table: str = "samples", *, sweeps: Optional[Se
     """Read a sweep folder, or a storage root (every sweep in it; the `sweep` column tells them apart).
 
     table: "samples" | "inversions" | "references" (real frames' FID features) | "comparisons" (the last
-    report's paired tests) | "grid" (requested points) | "points" (grid joined with samples).
+    report's paired tests) | "effects" (the last report's factorial effects) | "grid" (requested points) |
+    "points" (grid joined with samples).
     A part table is its compacted files (`motion-sweep compact`) plus the complete `part-*.parquet` files they
     do not hold, read in one `pyarrow.dataset` scan: temp files never match, a part held by a compacted file is
     read once, and a part rewritten after compaction replaces its old rows. A part that cannot be read
@@ -201,7 +215,7 @@ def load(path: str | os.PathLike, table: str = "samples", *, sweeps: Optional[Se
                          load(path, "samples", sweeps=sweeps, strict=strict))
     pieces: list[pa.Table] = []
     for name, store in found:
-        if table in ("grid", "comparisons", "search"):  # one file per sweep
+        if table in ("grid", "comparisons", "effects", "search"):  # one file per sweep
             piece = _read_part(store, f"{table}.parquet", strict) if store.exists(f"{table}.parquet") else None
         else:
             piece = read_part_table(store, table, strict)

@@ -86,7 +86,7 @@ def test_plots_are_svgs_made_with_matplotlib(built):
     names = {p.rsplit("/", 1)[1] for p in plots}
     metrics = ("text_similarity", "motion_fidelity", "temporal_consistency", "appearance_leakage")
     assert names == {*(f"ci-{m}.svg" for m in metrics), *(f"steps-{m}.svg" for m in metrics), "loss.svg",
-                     "tradeoff.svg"}
+                     "tradeoff.svg", *(f"effects-{m}.svg" for m in metrics), "effects-variance.svg"}
     for p in plots:
         svg = (report_dir / p).read_text()
         assert svg.lstrip().startswith("<?xml") and "<svg" in svg and "Matplotlib" in svg

@@ -63,11 +63,16 @@ def _select(page, key: str, value: str) -> None:
 
 def test_the_report_opens_cleanly_and_every_plot_renders(page, sweep_report, tmp_path):
     folder, index = sweep_report
-    plots = page.evaluate("""() => Array.from(document.querySelectorAll('#plots img')).map(i =>
-        ({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth, shown: i.getBoundingClientRect().width}))""")
+    images = """(section) => Array.from(document.querySelectorAll(section + ' img')).map(i =>
+        ({src: i.getAttribute('src'), complete: i.complete, width: i.naturalWidth, shown: i.getBoundingClientRect().width}))"""
     files = list(index.parent.glob("build-*/plots/*.svg"))
-    assert len(plots) == len(files) == 10
-    for p in plots:
+    effect_files = [f for f in files if f.name.startswith("effects-")]
+    plots = page.evaluate(images, "#plots")
+    assert len(plots) == len(files) - len(effect_files) == 10
+    page.evaluate("() => { document.querySelector('#effects').open = true; }")  # collapsed when it is long
+    effect_plots = page.evaluate(images, "#effects")
+    assert len(effect_plots) == len(effect_files) >= 2  # one per metric with effects, and the variance shares
+    for p in plots + effect_plots:
         assert p["complete"] and p["width"] > 0 and p["shown"] > 300, p
     assert page.locator("#random-weights").is_visible()
     assert page.locator("#paper-table tbody tr").count() == 7  # 3 variants × 2 steps + the base model
