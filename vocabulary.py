@@ -79,7 +79,8 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("text_similarity", "Text similarity", True, True,
            "CLIP cosine between each generated frame and the edit prompt, mean over frames"),
     Metric("motion_fidelity", "Motion fidelity", True, True,
-           "DMT score over the reference's moving tracks (visible steps only)"),
+           "mean of the camera's motion (compared point by point of the frame) and the DMT score over the tracks "
+           "moving relative to the scene (visible steps only)"),
     Metric("temporal_consistency", "Temporal consistency", True, True,
            "CLIP image cosine between consecutive generated frames, mean"),
     Metric("appearance_leakage", "Appearance leakage", False, True,
@@ -87,10 +88,13 @@ METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("motion_fidelity_dmt", "Motion fidelity (DMT, all tracks)", True, True,
            "the published DMT score over every grid track"),
     Metric("motion_fidelity_two_way", "Motion fidelity (two-way)", True, True,
-           "mean of the row-wise and column-wise best matches of the DMT similarity matrix"),
+           "as motion_fidelity, with the mean of the row-wise and column-wise best matches of the DMT similarity "
+           "matrix"),
     Metric("fid", "FID", False, False, "Fréchet distance of generated vs reference frame features"),
     Metric("kid", "KID", False, False, "kernel inception distance (unbiased MMD², cubic kernel)"),
-    Metric("user_preference", "User preference", True, False, "share of forced-choice votes won"),
+    Metric("user_preference", "User preference", True, False,
+           "Bradley–Terry probability of beating a variant drawn at random from the others compared (the share of "
+           "forced-choice votes it would win meeting each equally often)"),
 )}
 #: The metrics a scorer computes for one clip, in table column order.
 SAMPLE_METRICS = tuple(name for name, m in METRICS.items() if m.per_sample)

@@ -1,4 +1,4 @@
-"""Motion fidelity: point tracks with visibility, and the DMT score over the reference's moving tracks.
+"""Motion fidelity: point tracks with visibility, the camera's motion, and the DMT score over the moving tracks.
 
 The score is the one of "Diffusion Motion Transfer" (DMT, Yatim et al., 2024), used by Motion Inversion's
 Table 1: track a grid of points placed on frame 0 through the reference and the generated clip, build
@@ -30,26 +30,65 @@ What upstream leaves undefined is decided here:
   visible throughout, S and the scores are exactly the published formula.
 * Static background dilutes the published score: a static reference column has cosine 0 with every row,
   so every row maximum is floored at 0 (an opposite motion scores about 0, not -1), and static generated
-  rows each add about 0. Hence three columns:
+  rows each add about 0. Hence the moving-track rule below.
+* A moving camera defeats a best match (evaluation version 3; issue 25). With the camera moving, a clip
+  holds at least two motions: the scene flowing one way and a subject moving against it (or a roll or a
+  zoom, whose flow points every way). Reversed in time, each reverses, and a best match over all
+  reference tracks finds each reversed motion in the other group (a reversed scene track matches a
+  subject track, and vice versa): a real roundabout clip with the camera following the car scored 0.996
+  against itself and 0.715 against its reversal, a pan with a subject moving against it 1.00 and 1.00.
+  A one-to-one assignment of tracks instead of the best match fails too: a roll or a zoom has every
+  direction in both the clip and its reversal (measured 0.78–0.97 against the reversal, 0.99 against
+  itself), and as the objects' score below it cut the same motion in another look on the roundabout of
+  benchmarks/motion_reversal.py from 0.95–0.99 to 0.17–0.62 (which of the scene's parts are tracked
+  changes with the look). So the camera is scored on its own, point by point of the frame, and removed
+  before the tracks are scored:
 
-  - ``motion_fidelity`` (what summaries rank by): the DMT formula on moving tracks. Columns are the
-    reference's moving tracks. Rows are the generated clip's moving tracks, judged by the same rule on its
-    own tracks (not the reference's grid points: an edit may change the subject's shape or place, and the
-    score is about motion, not layout). "Moving" (see `moving`): visible in more than half of the steps,
-    a peak displacement from its first visible position of at least MOVING_DISPLACEMENT (2 %) of the frame
-    diagonal, and at least MOVING_STEPS (half) of its visible steps at least MOVING_SPEED (0.1 %) of the
-    diagonal long, and never less than MOVING_SPEED_MIN_PX (0.25 px, about a tracker's precision) —
-    or `min_motion` px/frame when that is set. The displacement rule ignores tracker jitter; the step
-    rule ignores points dragged along by a passing object for a few frames (a tracker artefact), whose
-    mostly-zero steps would again pull every maximum toward 0.
-    If no reference track moves, both sides fall back to every visible track (``motion_mask_fallback``
-    is True and the score equals ``motion_fidelity_dmt``). If no generated track moves, nothing in the
-    generated clip agrees with the reference's motion: the score is 0.0 (a static clip scores 0, not NaN).
-    The identity subtraction is the published one, by grid index (`dmt_score`): a row whose only column
-    is its own grid point's track scores S − 1, so with very few moving tracks a score can pass -1.
-  - ``motion_fidelity_dmt``: the published score over every visible grid track (no motion mask).
-  - ``motion_fidelity_two_way``: mean of the row-wise and column-wise best matches of the same masked S
-    (no identity subtraction): the column side asks that every reference motion be found.
+  - The camera (`fit_camera`): per step a similarity transform (pan/tilt, roll, zoom), fitted by RANSAC
+    first to the tracks near the frame's edges (CAMERA_BORDER: a subject fills the middle of a frame far
+    more often than its edges) and then followed on the tracks that keep moving with it, so a large or
+    lingering subject does not become the camera. A clip has no camera when its first fit does not span
+    half the frame (a toy clip on a plain background tracks only its shape), when at most half of its
+    steps have a fit, or when none of the camera's points moves by the moving-track rule (a still camera).
+  - ``camera``: each clip's camera flow at a fixed CAMERA_GRID² grid of the frame (`camera_tracks`),
+    compared point by point and step by step (S[p, p], not a best match: a pan left is not a pan right
+    seen elsewhere), averaged over the points that move in either clip. A clip without camera motion
+    has zero flow, so a camera in one clip only scores 0.
+  - ``objects``: each clip's tracks with its camera removed (x[t+1] − A_t(x[t]), `remove_camera`): the
+    DMT formula over the moving tracks (rule below). Columns are the reference's moving tracks. Rows are
+    the generated clip's, judged by the same rule on its own tracks (not the reference's grid points: an
+    edit may change the subject's shape or place, and the score is about motion, not layout).
+
+  Limits: a subject covering most of the frame's edges is taken for the scene; with parallax (a near
+  layer moving faster than the far one) one layer is the camera and the other counts as motion relative
+  to it; two groups moving against each other relative to the scene (two cars passing) still defeat
+  ``objects`` alone, as they defeat the DMT formula with a still camera (whenever the camera moves,
+  ``camera`` carries a reversal's drop).
+
+Three columns:
+
+  - ``motion_fidelity`` (what summaries rank by): the mean of ``camera`` and ``objects`` where each is
+    defined (they count alike, whatever share of the frame each covers: an edit may resize the subject).
+    ``camera`` is defined when either clip's camera moves; ``objects`` when a reference track moves
+    relative to the scene. With no camera motion in either clip it is ``objects`` alone, exactly the
+    version-2 score (`motion_fidelity(..., camera=False)` computes that score on any clip).
+    "Moving" (see `moving`): visible in more than half of the steps, a peak displacement from its first
+    visible position of at least MOVING_DISPLACEMENT (2 %) of the frame diagonal, and at least
+    MOVING_STEPS (half) of its visible steps at least MOVING_SPEED (0.1 %) of the diagonal long, and never
+    less than MOVING_SPEED_MIN_PX (0.25 px, about a tracker's precision) — or `min_motion` px/frame when
+    that is set. The displacement rule ignores tracker jitter; the step rule ignores points dragged along
+    by a passing object for a few frames (a tracker artefact), whose mostly-zero steps would again pull
+    every maximum toward 0.
+    If nothing moves in the reference (no camera motion, no moving track), both sides fall back to every
+    visible track (``motion_mask_fallback`` is True and the score equals ``motion_fidelity_dmt``). If no
+    generated track moves, nothing in the generated clip agrees with the reference's motion: ``objects``
+    is 0.0 (a static clip scores 0, not NaN). The identity subtraction is the published one, by grid
+    index (`dmt_score`): a row whose only column is its own grid point's track scores S − 1, so with very
+    few moving tracks a score can pass -1.
+  - ``motion_fidelity_dmt``: the published score over every visible grid track (no motion mask, no camera).
+  - ``motion_fidelity_two_way``: as ``motion_fidelity``, with the mean of the row-wise and column-wise best
+    matches of the objects' S (no identity subtraction) in place of ``objects``: the column side asks that
+    every reference motion be found.
 """
 
 from __future__ import annotations
@@ -460,17 +499,141 @@ def moving(tracks: Tracks, min_motion: float = 0.0) -> np.ndarray:
     return visible_enough(tracks) & (dist.max(axis=0) >= peak_px) & sustained
 
 
+# ------------------------------------------------------------------------------------ camera motion
+#: The camera's motion between two frames is a similarity transform (pan/tilt: translation, roll:
+#: rotation, zoom: scale), fitted by RANSAC. It is first looked for in the tracks near the frame's edges:
+#: within CAMERA_BORDER of the width (left, right) or height (top, bottom) of an edge at the step's first
+#: frame. A subject fills the middle of a frame far more often than its edges, so the edges show the scene
+#: (the camera) even when the subject covers most of the frame. A point within max(CAMERA_INLIER_PX,
+#: CAMERA_INLIER × diagonal) px of where the transform puts it moved with the camera.
+CAMERA_BORDER = 0.1
+CAMERA_INLIER = 0.004
+CAMERA_INLIER_PX = 0.5
+#: A step's fit is kept when its inliers are at least CAMERA_MIN_POINTS and at least CAMERA_MAJORITY of the
+#: tracks it was fitted to (the scene's motion, not one of several); the first fit must also span at least
+#: CAMERA_MIN_SPAN of the frame's width or height: a motion found in one corner is one object's (a toy clip
+#: on a plain background tracks only its shape), not the scene's.
+CAMERA_MIN_POINTS = 8
+CAMERA_MAJORITY = 0.5
+CAMERA_MIN_SPAN = 0.5
+#: A clip has a camera when more than this share of its steps have their own fit (as a track enters S when
+#: visible in more than half of its steps): one fitted step, the rest lost, is no camera motion to speak of
+#: (a generated toy clip's faint background is tracked for a frame or two).
+CAMERA_MIN_FITTED = 0.5
+#: Two clips' camera flows are compared at a CAMERA_GRID² grid of fixed points of the frame.
+CAMERA_GRID = 8
+
+
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """The camera motion of one clip: `transforms` [T-1, 2, 3], the similarity transform taking frame t's
+    pixel coordinates to frame t+1's (a step without its own fit takes the nearest fitted step's), and
+    `fitted` [T-1], which steps had their own fit."""
+
+    transforms: np.ndarray
+    fitted: np.ndarray
+
+
+def fit_camera(tracks: Tracks) -> Camera | None:
+    """The scene's motion, step by step (see the constants above) → Camera, or None when at most
+    CAMERA_MIN_FITTED of the steps have a fit.
+
+    The scene is found at the frame's edges: the first fit is made on the tracks near them and must span
+    CAMERA_MIN_SPAN of the frame. It is then followed: each later step is fitted to the tracks that moved
+    with the camera at every fitted step before it, wherever they are now, so a subject that stays in view
+    while the scene's tracks leave the frame never takes the camera's place.
+    """
+    import cv2
+
+    xy = np.asarray(tracks.xy, np.float64)
+    n_steps = xy.shape[0] - 1
+    threshold = max(CAMERA_INLIER_PX, CAMERA_INLIER * tracks.diagonal)
+    size = np.array([tracks.width - 1, tracks.height - 1], np.float64)
+    step_visible = tracks.step_visible()
+    transforms = np.tile(np.eye(2, 3), (n_steps, 1, 1))
+    fitted = np.zeros(n_steps, bool)
+    scene = np.ones(xy.shape[1], bool)  # the tracks that have moved with the camera so far
+    for t in range(n_steps):
+        use = scene & step_visible[t]
+        if not fitted.any():  # not found yet: look at the edges
+            use &= ((xy[t] < CAMERA_BORDER * size) | (xy[t] > (1 - CAMERA_BORDER) * size)).any(axis=1)
+        if use.sum() < CAMERA_MIN_POINTS:
+            continue
+        src, dst = xy[t, use].astype(np.float32), xy[t + 1, use].astype(np.float32)
+        a, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=threshold,
+                                             maxIters=2000, confidence=0.99, refineIters=10)
+        if a is None or inl.sum() < max(CAMERA_MIN_POINTS, CAMERA_MAJORITY * use.sum()):
+            continue
+        inside = src[inl[:, 0].astype(bool)]
+        if not fitted.any() and not ((inside.max(axis=0) - inside.min(axis=0)) >= CAMERA_MIN_SPAN * size).any():
+            continue  # one object's motion in a corner, not the scene's
+        transforms[t], fitted[t] = a, True
+        err = np.linalg.norm(xy[t + 1] - _apply(a, xy[t]), axis=-1)
+        scene &= ~step_visible[t] | (err <= threshold)  # a track seen leaving the camera's motion is not the scene
+    if fitted.mean() <= CAMERA_MIN_FITTED:
+        return None
+    # a step without its own fit (too few scene tracks left, no majority) takes the nearest fitted step's motion
+    idx = np.flatnonzero(fitted)
+    nearest = idx[np.abs(np.arange(n_steps)[:, None] - idx[None]).argmin(axis=1)]
+    return Camera(transforms[nearest], fitted)
+
+
+def _apply(transform: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """2×3 transform(s) applied to points [..., N, 2]."""
+    return points @ np.swapaxes(transform[..., :2], -1, -2) + transform[..., None, :, 2]
+
+
+def camera_tracks(camera: Camera | None, tracks: Tracks) -> Tracks:
+    """The camera's motion at fixed points of the frame (a CAMERA_GRID² grid), as tracks: step t of track p
+    is the displacement the camera gives a scene point at p from frame t to t+1 (A_t(p) − p), accumulated
+    from p (visible throughout; with no camera they stay put). Fixed points, not points carried along: the
+    flow of two cameras is compared at the same place of the frame at every step, so one that does
+    every step in reverse scores −1 (carried points would drift apart and meet other parts of a roll or
+    a zoom)."""
+    grid = grid_points(CAMERA_GRID, tracks.height, tracks.width).astype(np.float64)
+    n_steps = tracks.xy.shape[0] - 1
+    steps = np.zeros((n_steps, *grid.shape)) if camera is None else _apply(camera.transforms, grid) - grid
+    return Tracks.all_visible(np.concatenate([grid[None], grid + np.cumsum(steps, axis=0)]), tracks.height,
+                              tracks.width)
+
+
+def remove_camera(tracks: Tracks, camera: Camera) -> Tracks:
+    """The tracks' motion relative to the scene: each visible step minus the camera's motion of where the
+    point was (x[t+1] − A_t(x[t])), accumulated from the first position; invisible steps add nothing."""
+    xy = np.asarray(tracks.xy, np.float64)
+    step = (xy[1:] - _apply(camera.transforms, xy[:-1])) * tracks.step_visible()[..., None]
+    return Tracks(np.concatenate([xy[:1], xy[:1] + np.cumsum(step, axis=0)]), tracks.visible,
+                  tracks.height, tracks.width)
+
+
+def moving_camera(tracks: Tracks, min_motion: float = 0.0) -> tuple[Camera | None, Tracks]:
+    """The clip's camera (`fit_camera`) and its tracks (`camera_tracks`); the camera is None when there is
+    none or none of its tracks moves by the moving-track rule (a still camera has no motion to compare)."""
+    camera = fit_camera(tracks)
+    ct = camera_tracks(camera, tracks)
+    if camera is not None and not moving(ct, min_motion).any():
+        camera, ct = None, camera_tracks(None, tracks)
+    return camera, ct
+
+
 @dataclass(frozen=True)
 class MotionResult:
     """Motion fidelity of one pair (see the module doc).
 
-    score:            `motion_fidelity`, the DMT formula over the moving tracks (rows: generated, columns:
-                      reference); two_way: `motion_fidelity_two_way` over the same matrix.
+    score:            `motion_fidelity`: the mean of `camera` and `objects` where defined (only `objects`
+                      when neither clip's camera moves); two_way: `motion_fidelity_two_way`, the same with
+                      the two-way score of the objects.
+    camera:           the camera's motion of the generated clip against the reference's, point by point of
+                      the frame (NaN when neither camera moves).
+    objects:          the DMT formula over the tracks that move relative to the scene (rows: generated,
+                      columns: reference); NaN when no reference track does (or in the fallback).
     tracks_generated / tracks_reference: rows / columns of that matrix.
     dmt:              `motion_fidelity_dmt`, the published score over every visible track.
-    fallback:         no reference track moves, so score and two_way use every visible track.
-    mask:             the rule that chose the rows and columns, in pixels at this frame size.
+    fallback:         nothing moves in the reference, so score and two_way use every visible track.
+    mask:             the rules that chose the rows and columns, in pixels at this frame size.
     visible_generated / visible_reference: tracks visible in more than half of the steps.
+    camera_steps_generated / camera_steps_reference: steps where that clip's camera was fitted (0: no
+                      camera, or a still one).
     """
     score: float
     two_way: float
@@ -481,48 +644,70 @@ class MotionResult:
     mask: str = ""
     visible_generated: int = 0
     visible_reference: int = 0
+    camera: float = float("nan")
+    objects: float = float("nan")
+    camera_steps_generated: int = 0
+    camera_steps_reference: int = 0
 
 
 def motion_fidelity(gen_tracks, ref_tracks, min_motion: float = 0.0, *,
-                    frame_size: tuple[int, int] | None = None) -> MotionResult:
+                    frame_size: tuple[int, int] | None = None, camera: bool = True) -> MotionResult:
     """Motion fidelity of generated vs reference tracks (Tracks, or arrays [T, N, 2] visible throughout
     with `frame_size` (H, W)); both with the same T (resample the reference first).
 
     `min_motion` (px per frame of the scored clip): 0 = the size-relative step rule; > 0 replaces it
-    (a moving track has at least MOVING_STEPS of its visible steps this long). If the tracker lost every
-    reference point the score is undefined (EvaluationError, said by the caller); the rest is in the
-    module doc.
+    (a moving track has at least MOVING_STEPS of its visible steps this long). `camera=False` scores the
+    tracks as they are, with no camera found or removed (evaluation version 2's motion_fidelity, which a
+    reversed clip with a moving camera can pass: see the module doc). If the tracker lost every reference
+    point the score is undefined (EvaluationError, said by the caller); the rest is in the module doc.
     """
     gen, ref = as_tracks(gen_tracks, frame_size), as_tracks(ref_tracks, frame_size)
     gen_ok, ref_ok = np.flatnonzero(visible_enough(gen)), np.flatnonzero(visible_enough(ref))
     if len(ref_ok) == 0:
         raise EvaluationError("the tracker lost every reference point (none is visible in more than half of the "
                               "steps), so there is no motion to compare with")
-    # S among the tracks visible enough only: every pair there shares a visible step (no NaN)
+    # the published score: S among the tracks visible enough (every pair there shares a visible step)
     s = dmt_similarity(gen.xy[:, gen_ok], ref.xy[:, ref_ok], gen.visible[:, gen_ok], ref.visible[:, ref_ok])
-
-    def sub(rows, cols):  # the rows/columns (grid indices, subsets of gen_ok/ref_ok) of S
-        if len(rows) == len(gen_ok) and len(cols) == len(ref_ok):  # all of them: no copy
-            return s
-        return s[np.ix_(np.searchsorted(gen_ok, rows), np.searchsorted(ref_ok, cols))]
-
     dmt = dmt_score(s, gen_ok, ref_ok) if len(gen_ok) else 0.0
-    ref_moving = np.flatnonzero(moving(ref, min_motion))
     peak_px, step_px = moving_thresholds(ref, min_motion)
-    if len(ref_moving):
-        rows, cols, fallback = np.flatnonzero(moving(gen, min_motion)), ref_moving, False
-        mask = (f"moving tracks: peak displacement >= {peak_px:.3g} px, >= {MOVING_STEPS:.0%} of visible steps "
-                f">= {step_px:.3g} px/frame")
-    else:
-        rows, cols, fallback = gen_ok, ref_ok, True
-        mask = (f"every visible track (fallback: no reference track has a peak displacement >= {peak_px:.3g} px "
-                f"and {MOVING_STEPS:.0%} of visible steps >= {step_px:.3g} px/frame)")
-    if len(rows) == 0:  # nothing moves (or can be followed) in the generated clip: nothing agrees
-        score = two_way = 0.0
-    else:
-        masked = sub(rows, cols)
-        same = masked is s  # every visible track moves (a pan), or the fallback: the DMT number again
-        score = dmt if same else dmt_score(masked, rows, cols)
-        two_way = dmt_two_way(masked)
-    return MotionResult(score, two_way, int(len(rows)), int(len(cols)), dmt=dmt, fallback=fallback, mask=mask,
-                        visible_generated=int(len(gen_ok)), visible_reference=int(len(ref_ok)))
+    rule = f"peak displacement >= {peak_px:.3g} px, >= {MOVING_STEPS:.0%} of visible steps >= {step_px:.3g} px/frame"
+    common = dict(dmt=dmt, visible_generated=int(len(gen_ok)), visible_reference=int(len(ref_ok)))
+
+    no_camera = (None, camera_tracks(None, ref))
+    cam_ref, ct_ref = moving_camera(ref, min_motion) if camera else no_camera
+    if cam_ref is None and not moving(ref, min_motion).any():  # nothing moves in the reference: every visible track
+        mask = f"every visible track (fallback: no camera motion and no reference track moves: {rule})"
+        score, two_way = (dmt, dmt_two_way(s)) if len(gen_ok) else (0.0, 0.0)
+        return MotionResult(score, two_way, int(len(gen_ok)), int(len(ref_ok)), fallback=True, mask=mask, **common)
+    cam_gen, ct_gen = moving_camera(gen, min_motion) if camera else no_camera
+    camera_score = float("nan")
+    if cam_gen is not None or cam_ref is not None:
+        # point by point of the frame, not best match: a pan left is not a pan right seen elsewhere; over the
+        # points that move on either side (a still camera's points add cosine 0)
+        points = moving(ct_gen, min_motion) | moving(ct_ref, min_motion)
+        camera_score = float(np.diag(dmt_similarity(ct_gen.xy, ct_ref.xy))[points].mean())
+        gen = remove_camera(gen, cam_gen) if cam_gen is not None else gen
+        ref = remove_camera(ref, cam_ref) if cam_ref is not None else ref
+    common.update(camera=camera_score, camera_steps_generated=0 if cam_gen is None else int(cam_gen.fitted.sum()),
+                  camera_steps_reference=0 if cam_ref is None else int(cam_ref.fitted.sum()))
+
+    cols, rows = np.flatnonzero(moving(ref, min_motion)), np.flatnonzero(moving(gen, min_motion))
+    objects = objects_two_way = float("nan")  # no reference track moves relative to the scene: the camera alone
+    if len(cols) and len(rows) == 0:  # nothing moves (or can be followed) in the generated clip: nothing agrees
+        objects = objects_two_way = 0.0
+    elif len(cols):
+        if np.isnan(camera_score):  # the tracks as they are: their rows and columns of S (moving implies visible)
+            masked = s if (len(rows), len(cols)) == s.shape else \
+                s[np.ix_(np.searchsorted(gen_ok, rows), np.searchsorted(ref_ok, cols))]
+        else:
+            masked = dmt_similarity(gen.xy[:, rows], ref.xy[:, cols], gen.visible[:, rows], ref.visible[:, cols])
+        objects, objects_two_way = dmt_score(masked, rows, cols), dmt_two_way(masked)
+    # the camera and the objects count alike, whatever share of the frame each covers (an edit may resize
+    # the subject)
+    score, two_way = (float(np.nanmean([camera_score, x])) for x in (objects, objects_two_way))
+    mask = f"moving tracks: {rule}"
+    if not np.isnan(camera_score):
+        moved = "both clips" if cam_gen is not None and cam_ref is not None else \
+            "the reference only" if cam_ref is not None else "the generated clip only"
+        mask = f"camera motion (in {moved}) removed, then moving tracks: {rule}"
+    return MotionResult(score, two_way, int(len(rows)), int(len(cols)), mask=mask, objects=objects, **common)

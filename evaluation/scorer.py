@@ -26,7 +26,7 @@ from . import motion as motionm
 from .config import EvaluationError, ScorerConfig
 
 #: Bump when a metric's definition or preprocessing changes, so stored numbers can be told apart.
-EVALUATION_VERSION = "2"  # 2: tracks carry visibility; motion_fidelity over moving tracks
+EVALUATION_VERSION = "3"  # 2: tracks carry visibility; motion_fidelity over moving tracks; 3: and the camera
 
 
 MIN_SIDE = 16
@@ -87,9 +87,12 @@ class Scorer:
         m = motionm  # the track-selection rule of motion_fidelity, in words (motion.py's doc)
         step = (f"{c.min_motion:g} px/frame" if c.min_motion > 0 else
                 f"max({m.MOVING_SPEED:.1%} of the diagonal, {m.MOVING_SPEED_MIN_PX:g} px)/frame")
-        rule = (f"moving tracks on each side: visible in >{m.MIN_VISIBLE_FRACTION:.0%} of steps, peak displacement "
-                f">= {m.MOVING_DISPLACEMENT:.0%} of the frame diagonal, >= {m.MOVING_STEPS:.0%} of visible steps "
-                f">= {step}; every visible track when no reference track moves; S over steps visible in both")
+        rule = (f"camera (similarity per step, RANSAC, found within {m.CAMERA_BORDER:.0%} of the frame's edges) "
+                "scored point by point and removed, then moving tracks on each side: visible in "
+                f">{m.MIN_VISIBLE_FRACTION:.0%} of steps, peak displacement >= {m.MOVING_DISPLACEMENT:.0%} of the "
+                f"frame diagonal, >= {m.MOVING_STEPS:.0%} of visible steps >= {step}; motion_fidelity = mean of "
+                "the camera and the moving tracks; every visible track when nothing moves in the reference; S over "
+                "steps visible in both")
         return {
             "clip_backbone": self.clip.name,
             "clip_pretrained": self.clip.pretrained,
@@ -151,8 +154,9 @@ class Scorer:
 
         Returns a flat dict: the five metrics (float, or None when not computable), `unavailable`
         ("" or "metric: reason; ..."), `motion_grid` (grid side used), `motion_tracks` /
-        `motion_tracks_reference` (tracks that entered S after the foreground filter),
-        `seconds_clip` / `seconds_motion` / `seconds_fid`, the describe() entries (backbones, filter,
+        `motion_tracks_reference` (tracks that entered S after the foreground filter), `motion_camera` /
+        `motion_objects` (motion_fidelity's two terms, None where one does not apply), `seconds_clip` /
+        `seconds_motion` / `seconds_fid`, the describe() entries (backbones, filter,
         pretrained_metrics), and `fid_features` (float32 [fid_frames, D]).
         Without a reference, appearance_leakage and both motion metrics are None with the reason.
 
@@ -184,7 +188,7 @@ class Scorer:
         t1 = time.perf_counter()
 
         out.update(motion_grid=None, motion_tracks=None, motion_tracks_reference=None, motion_mask=None,
-                   motion_mask_fallback=None)
+                   motion_mask_fallback=None, motion_camera=None, motion_objects=None)
         if ref is not None:
             self._motion(gen, ref, out, why)
         else:
@@ -237,8 +241,9 @@ class Scorer:
         return ref
 
     def _motion(self, gen: np.ndarray, ref: np.ndarray, out: dict, why: dict) -> None:
-        """motion_fidelity (moving tracks), motion_fidelity_dmt (published, every track) and
-        motion_fidelity_two_way into `out`, with the tracks used and the mask applied (motion.py's doc)."""
+        """motion_fidelity (camera and moving tracks), motion_fidelity_dmt (published, every track) and
+        motion_fidelity_two_way into `out`, with the tracks used, the mask applied and motion_fidelity's two
+        terms, `motion_camera` and `motion_objects` (motion.py's doc)."""
         t = len(gen)
         ref_frames = ref[even_indices(len(ref), t)] if len(ref) > t else ref
         gen_tracks, g = self.track(gen)
@@ -252,7 +257,10 @@ class Scorer:
                 why[key] = str(exc)
             return
         out.update(motion_tracks=res.tracks_generated, motion_tracks_reference=res.tracks_reference,
-                   motion_mask=res.mask, motion_mask_fallback=res.fallback)
+                   motion_mask=res.mask, motion_mask_fallback=res.fallback,
+                   # motion_fidelity's two terms (None where a term does not apply: motion.py's doc)
+                   motion_camera=None if np.isnan(res.camera) else res.camera,
+                   motion_objects=None if np.isnan(res.objects) else res.objects)
         self._put(out, why, "motion_fidelity", lambda: res.score)
         self._put(out, why, "motion_fidelity_dmt", lambda: res.dmt)
         self._put(out, why, "motion_fidelity_two_way", lambda: res.two_way)

@@ -15,6 +15,7 @@ import torch
 from evaluation import (EvaluationError, ScorerConfig, dmt_score, dmt_similarity, dmt_two_way, get_scorer,
                         motion_fidelity)
 from evaluation import motion as m
+from helpers.camera_clips import camera_clip, texture
 from videoio import moving_shape_video
 
 
@@ -265,19 +266,6 @@ def test_lk_loses_points_that_leave_the_frame_or_are_covered():
 
 
 # ------------------------------------------------------------------------------ synthetic clips
-def texture(h, w, rng, base, contrast=45.0):
-    """Multi-scale noise (blobs down to single pixels) so LK finds corners at any window size."""
-    import cv2
-
-    tex = np.zeros((h, w), np.float32)
-    for cell, amp in ((16, 1.0), (6, 0.8), (2, 0.6), (1, 0.4)):
-        small = rng.normal(0, 1, (max(2, h // cell), max(2, w // cell))).astype(np.float32)
-        tex += amp * cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
-    tex /= tex.std()
-    tint = rng.uniform(0.6, 1.4, 3).astype(np.float32)
-    return np.clip(np.asarray(base, np.float32) + contrast * tex[..., None] * tint, 0, 255)
-
-
 def _finish(frame, rng, noise):
     if noise:
         frame = frame + rng.normal(0, noise, frame.shape)
@@ -437,6 +425,7 @@ def test_scorer_writes_every_motion_column(scorer, side):
     assert row["motion_mask_fallback"] is False and "peak displacement" in row["motion_mask"]
     assert 0 < row["motion_tracks_reference"] < row["motion_grid"] ** 2
     assert row["tracker"] == "lk" and "visible" in row["motion_filter"]
+    assert row["motion_camera"] is None and row["motion_objects"] == row["motion_fidelity"]  # a still camera
     # a static reference: the fallback, said in its column
     row = scorer.score(gen, "a square", reference=np.repeat(ref[:1], 16, axis=0))
     assert row["motion_mask_fallback"] is True and row["motion_fidelity"] == row["motion_fidelity_dmt"]
@@ -451,3 +440,14 @@ def test_min_motion_filter_still_applies(scorer):
     slow = get_scorer(ScorerConfig(min_motion=0.5)).score(gen, "a circle", reference=ref)
     assert slow["motion_mask_fallback"] is False and slow["motion_fidelity"] >= 0.9
     assert "0.5 px/frame" in slow["motion_filter"]
+
+
+def test_scorer_writes_the_camera_and_objects_terms(scorer):
+    """motion_fidelity's two terms have their columns (test_motion_camera.py tests the terms)."""
+    ref = camera_clip(12, 64, 64, 0)  # a pan, the subject moving against it
+    row = scorer.score(ref[::-1].copy(), "a square against a pan", reference=ref)
+    assert row["motion_camera"] < -0.9 and row["motion_objects"] < -0.5
+    assert row["motion_fidelity"] == pytest.approx((row["motion_camera"] + row["motion_objects"]) / 2)
+    assert "camera motion" in row["motion_mask"] and "camera" in row["motion_filter"]
+    still = scorer.score(np.repeat(ref[:1], 12, axis=0), "a square", reference=np.repeat(ref[:1], 12, axis=0))
+    assert still["motion_camera"] is None and still["motion_mask_fallback"] is True
