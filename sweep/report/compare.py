@@ -67,7 +67,7 @@ def compare(table: pa.Table, baseline: Optional[str] = None, metrics: Sequence[s
     rows: list[dict] = []
     now = dt.datetime.now(dt.timezone.utc)
     for sweep in sorted({cols["sweep"][i] for i in ok_rows}, key=str):
-        settings = _variant_settings(table, [i for i in ok_rows if cols["sweep"][i] == sweep])
+        settings = variant_settings(table, [i for i in ok_rows if cols["sweep"][i] == sweep])
         steps = defaultdict(set)
         for (s, v, c) in cells:
             if s == sweep:
@@ -132,7 +132,7 @@ def design_limits(comparisons: pa.Table) -> dict[str, str]:
     return lines
 
 
-def _variant_settings(table: pa.Table, rows: Sequence[int]) -> dict[str, dict]:
+def variant_settings(table: pa.Table, rows: Sequence[int]) -> dict[str, dict]:
     """{variant: {"method": (qk, v, debias) applied, "hyper": {axis: value}}} from the rows' applied columns."""
     hyper_axes = [c[: -len(APPLIED)] for c in table.column_names if c.endswith(APPLIED) and "." in c
                   and c[: -len(APPLIED)] not in NON_VARIANT_AXES]

@@ -50,7 +50,7 @@ from sweep.results.schemas import EFFECTS_SCHEMA
 from sweep.results.tables import code_version
 from vocabulary import DEBIAS_MODES, METRICS, OFF, PAPER_METHOD, QK_DESIGNS, SAMPLE_METRICS, V_DESIGNS
 
-from .compare import _variant_settings
+from .compare import variant_settings
 from .stats import CI_METHOD, MIN_VIDEOS, STEP, TEST, column, float_column, holm, paired_test, video_means
 
 #: The test of `p` (`stats.paired_test`, over per-video contrasts instead of per-video differences).
@@ -115,7 +115,7 @@ def effects(table: pa.Table, comparisons: Optional[pa.Table] = None, metrics: Se
     settings_of: dict[str, dict] = {}
     for sweep in sorted({cols["sweep"][i] for i in ok}, key=str):
         in_sweep = [i for i in ok if cols["sweep"][i] == sweep]
-        settings = settings_of[sweep] = _variant_settings(table, in_sweep)
+        settings = settings_of[sweep] = variant_settings(table, in_sweep)
         by_setting: dict[str, list[str]] = defaultdict(list)
         for variant, info in settings.items():
             by_setting[_setting_label(info["hyper"])].append(variant)
@@ -270,6 +270,7 @@ def _mixed_fit(obs: list[tuple], cells: list[tuple], index: dict, factors: tuple
         return empty, ["mixed model not fitted: one video"]
     if np.ptp(y) == 0:
         return empty, ["mixed model not fitted: every value is the same"]
+    from scipy.stats import norm
     from statsmodels.regression.mixed_linear_model import MixedLM, VCSpec
 
     shape = tuple(len(set(c[i] for c in cells)) for i in range(len(factors)))
@@ -323,7 +324,7 @@ def _mixed_fit(obs: list[tuple], cells: list[tuple], index: dict, factors: tuple
         notes.append(f"mixed model fitted by {method} ({'; '.join(failures)})")
     beta = np.asarray(result.fe_params, np.float64)
     cov = np.asarray(result.cov_params(), np.float64)[: len(beta), : len(beta)]
-    z = _normal_quantile(0.5 + confidence / 2)
+    z = float(norm.ppf(0.5 + confidence / 2))
     fitted = []
     for t in terms:
         contrast = t["weights"] @ x_cells
@@ -412,12 +413,6 @@ def _ordered(found: set, factor: str) -> list[str]:
 def _setting_label(hyper: dict) -> str:
     """A variant's hyperparameter setting as text ('' when the sweep has no hyperparameter axes)."""
     return ", ".join(f"{k}={v}" for k, v in sorted(hyper.items()))
-
-
-def _normal_quantile(q: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(q))
 
 
 def _warning_text(message: Warning | str) -> str:
