@@ -157,6 +157,9 @@ class Preset:
     tracker: str
     description: str
     revision: Optional[str] = None  #: hub revision (commit) the weights are pinned to
+    #: a UNet loaded in place of the pipeline's own (hub id or local dir; None = the pipeline's), and its commit
+    unet: Optional[str] = None
+    unet_revision: Optional[str] = None
 
     def with_model(self, model: Optional[str]) -> "Preset":
         """The same preset loading its weights from another place (a local copy of the hub repo)."""
@@ -170,6 +173,18 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            # the hub commit of cerspense/zeroscope_v2_576w's published weights (what `hf download` fetches as
            # snapshots/<commit>); a new upload to the repo changes no sweep until this line changes
            revision="6963642a64dbefa93663d1ecebb4ceda2d9ecb28"),
+    # The official code's other two base models (its config: "unet can be either 'videoCrafter2' or
+    # 'zeroscope_v2_576w', the former produces better video quality"). Same UNet3D block types as ZeroScope.
+    Preset(name="modelscope", model="damo-vilab/text-to-video-ms-1.7b", num_frames=16, height=256, width=256, fps=8,
+           clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
+           description="ModelScope text-to-video 1.7B (ZeroScope's parent), 16 frames at 256x256",
+           revision="338683c3175cde59b407a699af8fe68f4a2b8f74"),
+    Preset(name="videocrafter2", model="cerspense/zeroscope_v2_576w", num_frames=16, height=320, width=512, fps=8,
+           clip="ViT-B-32/laion2b_s34b_b79k", tracker="cotracker3",
+           description="VideoCrafter2's UNet (diffusers conversion) in ZeroScope's pipeline, as the official code "
+                       "loads it; 16 frames at 320x512",
+           revision="6963642a64dbefa93663d1ecebb4ceda2d9ecb28",
+           unet="adamdad/videocrafterv2_diffusers", unet_revision=None),
     Preset(name="tiny", model="", num_frames=8, height=64, width=64, fps=8, clip="ViT-S-32", tracker="lk",
            description="seeded random toy model with ZeroScope's block types (offline plumbing tests)"),
     # model "" = the pipeline shipped in TOY_WORLD_DIR (model.presets resolves it, so keys name no local path);

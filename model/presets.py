@@ -108,6 +108,41 @@ def toy_model_dir() -> Path:
 
 
 # --------------------------------------------------------------------------------------------------
+# Architectures without the hub: each preset's UNet config ships in the repository (model/configs/), so the full
+# model can be built with random weights (tests, the cost model, benchmarks/gpu_check.py).
+
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
+TINY_UNET_CONFIG = dict(  # ZeroScope's block types at toy width
+    sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
+    cross_attention_dim=32, attention_head_dim=4,
+)
+
+
+def unet_config(preset: Preset | str) -> dict:
+    """The preset's UNet3DConditionModel config (the shipped copy of its hub config; no download)."""
+    name = preset if isinstance(preset, str) else preset.name
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of: {', '.join(PRESETS)}")
+    if name == "tiny":
+        return dict(TINY_UNET_CONFIG)
+    path = TOY_WORLD_DIR / "pipeline" / "unet" / "config.json" if name == "toy" else CONFIG_DIR / f"{name}.unet.json"
+    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+
+
+def build_unet(preset: Preset | str, *, device: str | torch.device = "meta", dtype: torch.dtype = torch.float32,
+               seed: int = 0):
+    """The preset's full UNet built from its shipped config: random weights (seeded) on a real device, no storage
+    at all on "meta" (shapes, parameter counts, FLOP counting)."""
+    from diffusers import UNet3DConditionModel
+
+    config = unet_config(preset)
+    torch.manual_seed(seed)
+    with torch.device(device):
+        unet = UNet3DConditionModel.from_config(config)
+    return unet.to(dtype).requires_grad_(False)
+
+
+# --------------------------------------------------------------------------------------------------
 # The tiny preset: built from configs with seeded random weights, saved once, loaded like ZeroScope.
 
 def tiny_model_dir() -> Path:
@@ -124,10 +159,7 @@ def build_tiny_model(path: Path, seed: int = 0) -> Path:
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(seed)
-    unet = UNet3DConditionModel(  # ZeroScope's block types at toy width
-        sample_size=8, block_out_channels=(32, 32, 64, 64), layers_per_block=1, norm_num_groups=8,
-        cross_attention_dim=32, attention_head_dim=4,
-    )
+    unet = UNet3DConditionModel(**TINY_UNET_CONFIG)
     vae = AutoencoderKL(
         down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
         block_out_channels=(8, 16, 16, 16), layers_per_block=1, latent_channels=4, norm_num_groups=8,
