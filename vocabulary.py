@@ -34,6 +34,9 @@ FID_FEATURES = ("auto", "inception", "clip")
 
 #: The design axes of a sweep, in column order; `inversion.<name>` / `generation.<name>` axes follow.
 DESIGN_AXES = ("qk", "v", "remove", "debias", "seed")
+#: The base model as an axis (`axes: {preset: [...]}`): part of the variant, and the one column whose requested and
+#: applied values are always the same (`preset` in every table).
+PRESET_AXIS = "preset"
 #: Axes that vary the sample but are not part of the variant (replicates / the checkpoint column).
 NON_VARIANT_AXES = ("inversion.steps", "generation.seed")
 #: The paper's qualitative ablation, (a)–(d): embedding designs, each embedding removed, the debias strategies.
@@ -193,4 +196,31 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
            tracker="lk",
            description="text-to-video model and CLIP trained on moving shapes (shipped weights; the demo's "
                        "default, where motion inversion measurably works)"),
+)}
+
+
+# ------------------------------------------------------------------------------------------- GPU types
+@dataclass(frozen=True)
+class GpuType:
+    """A GPU a trial may run on, for the cost model (`model.cost`): usable memory and dense peak throughput."""
+
+    name: str
+    memory_gib: float  #: what a process can allocate: the total nvidia-smi reports, in GiB (CUDA context not taken off)
+    peak_tflops: dict  #: dense (no sparsity) peak per precision: "fp16", "bf16" (tensor cores), "fp32" (CUDA cores)
+    description: str
+
+
+# Sources (vendor datasheets, dense figures, i.e. half of the "with sparsity" numbers; fp32 = non-tensor FP32, what
+# torch runs fp32 matmuls on by default since TF32 matmul is off): NVIDIA A10 datasheet (A10G is AWS's A10 variant,
+# same GA102 chip and tensor-core rates; AWS quotes no separate figure, so its real clocks may make it ~10-20 %
+# slower), NVIDIA T4, L4, L40S, A100 (40/80 GB SXM) and H100 SXM datasheets. Memory: nvidia-smi totals
+# (e.g. A10G 23028 MiB, A100-80GB 81920 MiB, H100 81559 MiB).
+GPU_TYPES: dict[str, GpuType] = {g.name: g for g in (
+    GpuType("T4", 15.0, {"fp16": 65.0, "bf16": 0.0, "fp32": 8.1}, "NVIDIA T4 16 GB (AWS g4dn); no bf16"),
+    GpuType("A10G", 22.49, {"fp16": 125.0, "bf16": 125.0, "fp32": 31.2}, "NVIDIA A10G 24 GB (AWS g5)"),
+    GpuType("L4", 22.49, {"fp16": 121.0, "bf16": 121.0, "fp32": 30.3}, "NVIDIA L4 24 GB (AWS g6)"),
+    GpuType("L40S", 44.99, {"fp16": 362.0, "bf16": 362.0, "fp32": 91.6}, "NVIDIA L40S 48 GB (AWS g6e)"),
+    GpuType("A100-40GB", 40.0, {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5}, "NVIDIA A100 SXM4 40 GB (AWS p4d)"),
+    GpuType("A100-80GB", 80.0, {"fp16": 312.0, "bf16": 312.0, "fp32": 19.5}, "NVIDIA A100 SXM4 80 GB (AWS p4de)"),
+    GpuType("H100-80GB", 79.65, {"fp16": 989.0, "bf16": 989.0, "fp32": 67.0}, "NVIDIA H100 SXM5 80 GB (AWS p5)"),
 )}

@@ -28,7 +28,7 @@ from evaluation.config import ScorerConfig
 from model.config import DEFAULT_PLACEMENT, DEFAULT_SLOTS, GenerationConfig, InversionConfig, ReferenceConfig
 from videoio import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from vocabulary import (DEBIAS_MODES, DESIGN_AXES, LOSSES, METRICS, NOISE_INITS, PAPER_CHECKPOINT, PAPER_METHOD,
-                        PRESETS, QK_DESIGNS, REMOVE, SAMPLE_METRICS, TRACKERS, V_DESIGNS)
+                        PRESET_AXIS, PRESETS, QK_DESIGNS, REMOVE, SAMPLE_METRICS, TRACKERS, V_DESIGNS)
 
 # --------------------------------------------------------------------------------------------------
 # Accepted values.
@@ -183,6 +183,9 @@ class Axes(_Strict):
     remove: _axis_list(Literal[REMOVE]) = ["none"]  # type: ignore[valid-type]
     debias: _axis_list(Literal[DEBIAS_MODES]) = [PAPER_METHOD["debias"]]  # type: ignore[valid-type]
     seed: _axis_list(NonNegInt) = [0]  # type: ignore[valid-type]
+    # The base model as an axis: the same ablation repeated on each preset, each with its own frames, size and
+    # weights (a spec value still wins). None: the spec's `preset:` only, and no `preset` axis in the tables.
+    preset: Optional[_axis_list(Literal[tuple(PRESETS)])] = None  # type: ignore[valid-type]
     inversion: InversionAxes = Field(default_factory=InversionAxes)  # type: ignore[valid-type]
     generation: GenerationAxes = Field(default_factory=GenerationAxes)  # type: ignore[valid-type]
 
@@ -215,9 +218,10 @@ class Axes(_Strict):
         return out
 
     def values(self) -> dict[str, list]:
-        """Every axis (design axes first, then hyperparameter axes) with its values."""
+        """Every axis (design axes first, then the preset when swept, then hyperparameter axes) with its values."""
         return {"qk": list(self.qk), "v": list(self.v), "remove": list(self.remove),
-                "debias": list(self.debias), "seed": list(self.seed), **self.hyper()}
+                "debias": list(self.debias), "seed": list(self.seed),
+                **({PRESET_AXIS: list(self.preset)} if self.preset else {}), **self.hyper()}
 
 
 class DataItem(_Strict):
@@ -470,8 +474,9 @@ def _base_type(annotation: Any) -> type:
 
 class Spec(_Strict):
     name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$", max_length=100)]
-    preset: str
-    model: Optional[Text] = None  # hub id or local dir overriding the preset's weights
+    preset: Optional[str] = None  # required unless `axes.preset` names the presets (then: its first)
+    # Another copy of the preset's weights: a hub id or local dir; with a preset axis, a mapping {preset: dir}.
+    model: Optional[Union[Text, dict[str, Text]]] = None
     storage: Text = "./results"
     data: Annotated[list[DataItem], Field(min_length=1)]
     axes: Axes = Field(default_factory=Axes)
@@ -510,8 +515,8 @@ class Spec(_Strict):
 
     @field_validator("preset")
     @classmethod
-    def _known_preset(cls, v: str) -> str:
-        if v not in PRESETS:
+    def _known_preset(cls, v: Optional[str]) -> Optional[str]:
+        if v is not None and v not in PRESETS:
             raise ValueError(f"unknown preset {v!r}; accepted: {', '.join(PRESETS)}")
         return v
 
@@ -562,10 +567,26 @@ class Spec(_Strict):
     @model_validator(mode="after")
     def _fill_and_cross_check(self) -> "Spec":
         """Fill preset defaults; checks that need several fields (run once the fields themselves are valid)."""
+        swept = self.axes.preset
+        if self.preset is None:
+            if not swept:
+                raise ValueError("preset: required (one of: " + ", ".join(PRESETS) + "), or give several as an "
+                                 "axis: `axes: {preset: [zeroscope, videocrafter2]}`")
+            self.preset = swept[0]
+        problems: list[str] = []
+        if isinstance(self.model, dict):
+            unknown = sorted(set(self.model) - set(self.presets))
+            if unknown:
+                problems.append(f"model: {unknown} are not presets of this sweep ({', '.join(self.presets)}); the "
+                                "mapping gives each swept preset's weights")
+        elif self.model is not None and swept and len(swept) > 1:
+            problems.append(f"model: {self.model!r} would load the same weights for every preset of the axis "
+                            f"{swept}; give one folder per preset, e.g. `model: {{{swept[0]}: /models/{swept[0]}}}`")
         preset = PRESETS[self.preset]
-        for key, value in (("frames", preset.num_frames), ("height", preset.height), ("width", preset.width)):
-            if getattr(self.inversion, key) is None:
-                setattr(self.inversion, key, value)
+        if not swept:  # with a preset axis, each point takes its own preset's frames and size (plan.canonical_point)
+            for key, value in (("frames", preset.num_frames), ("height", preset.height), ("width", preset.width)):
+                if getattr(self.inversion, key) is None:
+                    setattr(self.inversion, key, value)
         if self.generation.fps is None:
             self.generation.fps = preset.fps
         if self.metrics.clip is None:
@@ -573,7 +594,6 @@ class Spec(_Strict):
         if self.metrics.tracker is None:
             self.metrics.tracker = preset.tracker
 
-        problems: list[str] = []
         # video ids: default to the file stem; two different videos may not share one
         owners: dict[str, str] = {}
         for i, item in enumerate(self.data):
@@ -596,7 +616,7 @@ class Spec(_Strict):
             too_big = [c for c in checkpoints if c > max(steps_values)]
             if too_big:
                 problems.append(f"inversion.checkpoints: {too_big} exceed steps={max(steps_values)}")
-        frames_values = inv_axes.frames or [self.inversion.frames]
+        frames_values = inv_axes.frames or [self.inversion.frames or max(PRESETS[p].num_frames for p in self.presets)]
         slots_values = inv_axes.slots or [self.inversion.slots]
         if max(frames_values) > min(slots_values):
             problems.append(f"inversion.frames: {max(frames_values)} frames do not fit in "
@@ -643,9 +663,24 @@ class Spec(_Strict):
         return [c for c in self.inversion.checkpoints if c <= steps]
 
     @property
+    def presets(self) -> list[str]:
+        """The sweep's presets: the axis's values, else the one `preset:`."""
+        return list(self.axes.preset or [self.preset])
+
+    def model_for(self, preset: str) -> Optional[str]:
+        """The `model:` override of this preset's weights (None: the preset's own)."""
+        if isinstance(self.model, dict):
+            return self.model.get(preset)
+        return self.model
+
+    def base_model_for(self, preset: str) -> str:
+        """Which weights a preset's trials load: its `model` override, else the preset's model id."""
+        return self.model_for(preset) or PRESETS[preset].model
+
+    @property
     def base_model(self) -> str:
-        """Which weights: the `model` override, else the preset's model id."""
-        return self.model or PRESETS[self.preset].model
+        """The weights of the spec's `preset:` (see base_model_for)."""
+        return self.base_model_for(self.preset)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from sweep.results.schemas import COMPARISONS_SCHEMA
 from sweep.results.tables import code_version
-from vocabulary import APPLIED, METRICS, NON_VARIANT_AXES, PAPER_METHOD, SAMPLE_METRICS, applied
+from vocabulary import APPLIED, METRICS, NON_VARIANT_AXES, PAPER_METHOD, PRESET_AXIS, SAMPLE_METRICS, applied
 
 from .stats import (MIN_VIDEOS, PAIRED_CI_METHOD, STEP, TEST, column, float_column, holm, mean_over_videos,
                     paired_test, per_video, signed_rank_p, smallest_p, smallest_p_holm)
@@ -133,11 +133,18 @@ def design_limits(comparisons: pa.Table) -> dict[str, str]:
 
 
 def variant_settings(table: pa.Table, rows: Sequence[int]) -> dict[str, dict]:
-    """{variant: {"method": (qk, v, debias) applied, "hyper": {axis: value}}} from the rows' applied columns."""
+    """{variant: {"method": (qk, v, debias) applied, "hyper": {axis: value}}} from the rows' applied columns.
+
+    The preset counts as a setting where the rows hold more than one (a preset axis): each variant then meets the
+    baseline of its own base model."""
     hyper_axes = [c[: -len(APPLIED)] for c in table.column_names if c.endswith(APPLIED) and "." in c
                   and c[: -len(APPLIED)] not in NON_VARIANT_AXES]
     cols = {c: column(table, c) for c in ("variant", applied("qk"), applied("v"), applied("debias"))}
     hyper_cols = {a: column(table, applied(a)) for a in hyper_axes}
+    if PRESET_AXIS in table.column_names:
+        presets = column(table, PRESET_AXIS)
+        if len({presets[i] for i in rows}) > 1:
+            hyper_cols = {PRESET_AXIS: presets, **hyper_cols}
     out: dict[str, dict] = {}
     for i in rows:
         info = out.setdefault(cols["variant"][i], {"method": (cols[applied("qk")][i], cols[applied("v")][i],

@@ -26,7 +26,7 @@ from PIL import Image
 from sweep.results.store import Store
 from sweep.results.tables import sweep_stores
 from videoio import read_video
-from vocabulary import APPLIED, METRICS, applied
+from vocabulary import APPLIED, DESIGN_AXES, METRICS, PRESET_AXIS, applied
 
 from .stats import STEP
 
@@ -87,7 +87,8 @@ def gallery_index(table: pa.Table, path: str | os.PathLike, previews_folder: Pat
     for col in [*axis_cols, STEP]:
         values = sorted({_value(r.get(col)) for r in recs} - {None}, key=_natural)
         if len(values) > 1 or (col == STEP and values):
-            axes.append({"key": col, "label": "step" if col == STEP else col[:-len(APPLIED)], "values": values})
+            label = "step" if col == STEP else col[:-len(APPLIED)] if col.endswith(APPLIED) else col
+            axes.append({"key": col, "label": label, "values": values})
     data = {
         "axes": axes,
         "metrics": [{"key": m, "label": METRICS[m].display if m in METRICS else m,
@@ -113,8 +114,9 @@ def _storage_roots(path: str | os.PathLike) -> list[str]:
 
 
 def _axis_columns(table: pa.Table) -> list[str]:
-    """The applied-value columns that tell variants apart (design axes, swept hyperparameters), then the step."""
-    design = [applied(a) for a in ("qk", "v", "remove", "debias", "seed")]
+    """The applied-value columns that tell variants apart (the preset, design axes, swept hyperparameters), then
+    the step (only those with more than one value become filters)."""
+    design = [PRESET_AXIS, *(applied(a) for a in DESIGN_AXES)]
     hyper = sorted(c for c in table.column_names if c.endswith(APPLIED) and "." in c)
     return [c for c in (*design, *hyper) if c in table.column_names]
 

@@ -249,7 +249,7 @@ EFFECTS_SCHEMA = pa.schema([
 
 #: Columns of the grid table that are not axes (the axes themselves hold requested values).
 GRID_COLUMNS = {
-    "sweep": "sweep name", "video": "reference video id", "source_prompt": "text describing the reference",
+    "sweep": "sweep name", "preset": "the point's base model preset (the spec's `preset:`, or the preset axis's value)", "video": "reference video id", "source_prompt": "text describing the reference",
     "prompt": "edit prompt", "checkpoint_step": "requested checkpoint step",
     applied("checkpoint_step"): "step of the sample that answers it (0: base model)",
     "variant": "canonical variant id that answers the point", "variant_key": "its content hash",

@@ -4,7 +4,8 @@
     canonical variant what actually differs once meaningless settings are dropped:
                       remove=qk -> qk="off"; remove=v -> v="off" and debias="off"; remove=both -> the base
                       model: nothing optimised, checkpoint 0, optimisation hyperparameters irrelevant
-    stages            one DDIM inversion per ddim_key (video × frames × size × ddim steps × base model)
+    stages            one DDIM inversion per ddim_key (video × frames × size × ddim steps × base model; the base
+                      model is the spec's `preset:` or, swept, the point's `preset` axis value)
                       one embedding optimisation (= one Tune trial) per inversion_key
                       one generation per generation_key, one scored sample per sample_key
 
@@ -26,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from model.config import GenerationConfig, InversionConfig
-from vocabulary import DESIGN_AXES, NON_VARIANT_AXES, OFF, PRESETS, applied
+from vocabulary import DESIGN_AXES, NON_VARIANT_AXES, OFF, PRESET_AXIS, PRESETS, applied
 
 from ..results.store import Store
 from ..spec import DDIM_SETTINGS, OPTIMISATION_ONLY, Spec
@@ -49,9 +50,8 @@ class SweepContext:
 
     name: str  # the sweep (its folder under the storage root)
     storage: str  # the storage root's URI
-    preset: str
-    model: Optional[str]  # the spec's `model:` (another copy of the preset's weights), or None
-    base_model: str  # what the embeddings' files record as their base model
+    preset: str  # the spec's `preset:` (with a preset axis, each trial names its own)
+    models: dict  # {preset: the spec's `model:` for it (another copy of its weights), or None}
     metrics: dict  # the spec's `metrics:` block (evaluation.ScorerConfig.from_names and its settings)
     fps: int  # frame rate of the written clips
     checkpoint_every: int  # steps between a trial's resume points (spec `tune:`) ...
@@ -59,8 +59,9 @@ class SweepContext:
 
     @classmethod
     def of(cls, spec: Spec) -> "SweepContext":
-        return cls(name=spec.name, storage=spec.storage, preset=spec.preset, model=spec.model,
-                   base_model=spec.base_model, metrics=spec.metrics.model_dump(), fps=spec.generation.fps,
+        return cls(name=spec.name, storage=spec.storage, preset=spec.preset,
+                   models={p: spec.model_for(p) for p in spec.presets}, metrics=spec.metrics.model_dump(),
+                   fps=spec.generation.fps,
                    checkpoint_every=spec.tune.checkpoint_every,
                    checkpoint_min_seconds=spec.tune.checkpoint_min_seconds)
 
@@ -117,6 +118,8 @@ class Trial:
     checkpoints: list[int]  # steps whose embeddings the generations need ([] for the base model)
     generations: list[Generation] = field(default_factory=list)
     columns: dict = field(default_factory=dict)  # the inversions row (besides loss curve, timings)
+    preset: str = ""  # the base model's preset (the spec's, or the point's value of the preset axis)
+    base_model: str = ""  # its weights (hub id or local dir), what the embeddings' files record
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -187,11 +190,11 @@ class Plan:
         rows = []
         for gp in self.grid_points:
             for cp, ccp, key in zip(gp.checkpoints, gp.canonical_checkpoints, gp.sample_keys):
-                rows.append({"sweep": self.spec.name, **gp.axes, "video": gp.video,
+                rows.append({"sweep": self.spec.name, PRESET_AXIS: self.spec.preset, **gp.axes, "video": gp.video,
                              "source_prompt": gp.source_prompt, "prompt": gp.prompt, "checkpoint_step": cp,
                              "variant": gp.variant, "variant_key": gp.variant_key, "trial_id": gp.trial_id,
                              "sample_key": key, applied("checkpoint_step"): ccp})
-        names = ["sweep", *DESIGN_AXES, *self.hyper_columns, "video", "source_prompt", "prompt", "checkpoint_step",
+        names = ["sweep", *DESIGN_AXES, PRESET_AXIS, *self.hyper_columns, "video", "source_prompt", "prompt", "checkpoint_step",
                  applied("checkpoint_step"), "variant", "variant_key", "trial_id", "sample_key"]
         return pa.Table.from_pydict({n: [r.get(n) for r in rows] for n in names})
 
@@ -218,7 +221,8 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
         stage, dot, setting = name.partition(".")
         if dot:
             (inversion if stage == "inversion" else generation)[setting] = value
-    preset = PRESETS[spec.preset]
+    preset_name = axes.get(PRESET_AXIS, spec.preset)
+    preset = PRESETS[preset_name]
     for name, default in (("frames", preset.num_frames), ("height", preset.height), ("width", preset.width)):
         if inversion[name] is None:  # an axis value of null means the preset's default
             inversion[name] = default
@@ -237,6 +241,8 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
     hyper = {}
     for name in axes:
         stage, dot, setting = name.partition(".")
+        if name == PRESET_AXIS:
+            hyper[name] = preset_name
         if not dot:
             continue
         if stage == "inversion":
@@ -247,6 +253,7 @@ def canonical_point(spec: Spec, axes: dict) -> dict:
         else:
             hyper[name] = generation[setting]
     return {"qk": qk, "v": v, "remove": removed(qk, v), "debias": debias, "base": base, "seed": seed,
+            "preset": preset_name, "base_model": spec.base_model_for(preset_name),
             "generation_seed": generation_seed, "inversion": inversion, "generation": generation,
             "hyper": hyper, "requested_steps": requested_steps}
 
@@ -273,7 +280,8 @@ def variant_of(canon: dict, swept: list[str]) -> tuple[str, str, dict]:
         parts.append(f"{name}={_fmt(value)}")
     inversion = {k: v for k, v in canon["inversion"].items() if k not in ("steps", "checkpoints")}
     key = content_key({"kind": "variant", "v": KEY_VERSION, "qk": canon["qk"], "mv": canon["v"],
-                       "debias": canon["debias"], "inversion": inversion, "generation": canon["generation"]})
+                       "debias": canon["debias"], "inversion": inversion, "generation": canon["generation"],
+                       "preset": canon["preset"], "model": canon["base_model"]})
     return " ".join(parts), key, values
 
 
@@ -297,7 +305,7 @@ def make_plan(spec: Spec, fingerprints: Optional[dict[str, str]] = None) -> Plan
     axis_values = spec.axis_values()
     axis_names = list(axis_values)
     hyper_columns = [n for n in axis_names if "." in n]
-    swept = hyper_columns
+    swept = [n for n in axis_names if n == PRESET_AXIS] + hyper_columns
     metrics = spec.metrics.model_dump()
 
     ddims: dict[str, DDIMInversion] = {}
@@ -315,11 +323,11 @@ def make_plan(spec: Spec, fingerprints: Optional[dict[str, str]] = None) -> Plan
         for item in spec.data:
             fingerprint = fingerprints[item.video]
             ddim_cfg = {k: inv[k] for k in DDIM_SETTINGS}
-            ddim_key = content_key({"kind": "ddim", "v": KEY_VERSION, "preset": spec.preset,
-                                    "model": spec.base_model, "video": fingerprint, **ddim_cfg})
+            ddim_key = content_key({"kind": "ddim", "v": KEY_VERSION, "preset": canon["preset"],
+                                    "model": canon["base_model"], "video": fingerprint, **ddim_cfg})
             if ddim_key not in ddims:
-                ddims[ddim_key] = DDIMInversion(ddim_key, item.id, item.video, fingerprint, spec.preset,
-                                                spec.base_model, ddim_cfg)
+                ddims[ddim_key] = DDIMInversion(ddim_key, item.id, item.video, fingerprint, canon["preset"],
+                                                canon["base_model"], ddim_cfg)
             if canon["base"]:
                 inversion_key = content_key({"kind": "inversion", "v": KEY_VERSION, "ddim": ddim_key,
                                              "base": True})
@@ -376,12 +384,13 @@ def _new_trial(spec: Spec, item, canon: dict, inversion_key: str, ddim_key: str)
     config = {k: v for k, v in inv.items() if k not in ("steps", "checkpoints")}
     columns = {"sweep": spec.name, "trial_id": inversion_key, "inversion_key": inversion_key, "ddim_key": ddim_key,
                "video": item.id, "source_video": item.video, "source_prompt": item.source_prompt,
-               applied("qk"): canon["qk"], applied("v"): canon["v"], "preset": spec.preset,
-               "base_model": spec.base_model, applied("seed"): canon["seed"],
+               applied("qk"): canon["qk"], applied("v"): canon["v"], "preset": canon["preset"],
+               "base_model": canon["base_model"], applied("seed"): canon["seed"],
                "config": json.dumps(config, sort_keys=True)}
     return Trial(trial_id=inversion_key, inversion_key=inversion_key, ddim_key=ddim_key, base=canon["base"],
                  video=item.id, video_path=item.video, source_prompt=item.source_prompt, qk=canon["qk"],
-                 v=canon["v"], seed=canon["seed"], inversion=inv, checkpoints=[], columns=columns)
+                 v=canon["v"], seed=canon["seed"], inversion=inv, checkpoints=[], columns=columns,
+                 preset=canon["preset"], base_model=canon["base_model"])
 
 
 def _new_generation(spec: Spec, item, canon: dict, trial: Trial, variant: str, variant_key: str,
@@ -395,8 +404,8 @@ def _new_generation(spec: Spec, item, canon: dict, trial: Trial, variant: str, v
         "variant_key": variant_key, applied("qk"): canon["qk"], applied("v"): canon["v"],
         applied("remove"): canon["remove"], applied("debias"): canon["debias"], applied("seed"): canon["seed"],
         "generation_seed": canon["generation_seed"], applied("checkpoint_step"): checkpoint, "video": item.id, "source_video": item.video,
-        "source_prompt": item.source_prompt, "prompt": prompt, "preset": spec.preset,
-        "base_model": spec.base_model, "config": json.dumps(config, sort_keys=True),
+        "source_prompt": item.source_prompt, "prompt": prompt, "preset": canon["preset"],
+        "base_model": canon["base_model"], "config": json.dumps(config, sort_keys=True),
         "clip_backbone": spec.metrics.clip, "tracker": spec.metrics.tracker, "fid_backbone": spec.metrics.fid,
         **{applied(name): canon["hyper"].get(name) for name in hyper_columns},
     }
@@ -454,6 +463,7 @@ def plan_summary(plan: Plan, store: Optional[Store] = None) -> dict:
     naive = naive_work(plan)
     summary: dict[str, Any] = {
         "sweep": plan.spec.name,
+        "presets": plan.spec.presets,
         "grid_points": len(plan.grid_points),
         "canonical_variants": len(canonical),
         "inversions": planned["inversions"],
@@ -487,7 +497,8 @@ def format_summary(summary: dict) -> str:
 
     planned, naive = summary["work"]["planned"], summary["work"]["naive"]
     lines = [
-        f"sweep {summary['sweep']}: {summary['videos']} videos, {summary['video_prompt_pairs']} video×prompt pairs",
+        f"sweep {summary['sweep']} ({', '.join(summary['presets'])}): {summary['videos']} videos, "
+        f"{summary['video_prompt_pairs']} video×prompt pairs",
         f"  grid points          {summary['grid_points']:>8}   ({summary['axis_points']} per pair)",
         f"  canonical variants   {summary['canonical_variants']:>8}   ({summary['variants']} distinct variants)",
         f"  DDIM inversions      {summary['ddim_inversions']:>8}   naive {summary['naive_ddim_inversions']}"

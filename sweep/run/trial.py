@@ -91,7 +91,7 @@ class EmbeddingRun:
         store, key, unet = self.runtime.store, self.trial.inversion_key, self.runtime.pipe.unet
         # through `model.` so a test's worker hook can wrap it
         result = model.train_embeddings(self.runtime.pipe, self.reference.latents, self.trial.source_prompt,
-                                        self.config, on_step, base_model=self.runtime.context.base_model,
+                                        self.config, on_step, base_model=self.trial.base_model,
                                         resume=self.state, stop_at=to)
         self.state, self.losses, self.seconds = result.state, result.losses, result.seconds
         with tempfile.TemporaryDirectory() as tmp:
@@ -144,8 +144,12 @@ def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], context: Sw
     """
     publish = publish or (lambda metrics, checkpoint=None: None)
     started = time.perf_counter()
+    presets = {t.preset for t in trials}
+    if len(presets) != 1:
+        raise ValueError(f"trials that advance together share one base model, got presets {sorted(presets)}")
+    preset = presets.pop()
     scorer = get_scorer(context.metrics)
-    runtime = Runtime(context, Store(context.storage), get_pipeline(context.preset, context.model), scorer,
+    runtime = Runtime(context, Store(context.storage), get_pipeline(preset, context.models.get(preset)), scorer,
                       scorer.describe(), device_name())
     runs: list[EmbeddingRun] = []
     try:
@@ -162,7 +166,7 @@ def _prepare(trial: Trial, ddim: DDIMInversion, runtime: Runtime, resume: dict) 
     """The trial's reference (and its FID features) from the store or made, and its embeddings run; while this
     process optimises them it holds their lease (another sweep on this storage waits for them, or they for it)."""
     store, context = runtime.store, runtime.context
-    reference = ensure_reference(store, ddim, context.preset, context.model)
+    reference = ensure_reference(store, ddim, ddim.preset, context.models.get(ddim.preset))
     ensure_reference_features(store, context.name, ddim, reference.frames, runtime.scorer)
     lease = None if trial.base else wait_or_lease(store, trial.inversion_key, lambda: inversion_done(store, trial))
     run = EmbeddingRun(trial, reference, runtime, resume)

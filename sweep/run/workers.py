@@ -12,11 +12,20 @@ _PIPELINES: dict[tuple[str, Optional[str]], Any] = {}
 
 
 def get_pipeline(preset: str, model: Optional[str]):
-    """The preset's pipeline (`model` another copy of its weights), loaded once per worker process."""
+    """The preset's pipeline (`model` another copy of its weights), loaded once per worker process.
+
+    One at a time: a worker that moves on to another preset (a sweep with a preset axis) lets the last one go
+    first, so two base models never share its GPU."""
     from model import get_preset, load_pipeline
 
     key = (preset, model)
     if key not in _PIPELINES:
+        if _PIPELINES:
+            _PIPELINES.clear()
+            if cuda():
+                import torch
+
+                torch.cuda.empty_cache()
         _PIPELINES[key] = load_pipeline(get_preset(preset, model))
     return _PIPELINES[key]
 

@@ -239,7 +239,7 @@ def test_names_presets_and_storage(project: Path):
         Spec.model_validate({**base, "name": "bad name/x", "preset": "sora", "storage": "ftp://host/x"}, context=ctx)
     problems = info.value.problems
     assert len(problems) == 3
-    assert any(p.startswith("preset") and "zeroscope, tiny" in p for p in problems)
+    assert any(p.startswith("preset") and "zeroscope, modelscope, videocrafter2, tiny" in p for p in problems)
     assert any(p.startswith("storage") and "s3://" in p for p in problems)
     with pytest.raises(SpecError, match="reserved"):
         Spec.model_validate({**base, "name": "store", "preset": "tiny"}, context=ctx)
