@@ -51,7 +51,8 @@ class InversionConfig:
     `checkpoints` are the steps at which a copy of the embeddings is kept besides the last step (always kept).
     Left empty it means the paper default: (250,) for a run of at least 250 steps, else () — so a 400-step
     inversion keeps steps 250 and 400. To keep only the last step, give it: `checkpoints=(steps,)`.
-    `precision` is the mixed precision `accelerate` runs the loop in (see `PRECISIONS`).
+    `precision` is the mixed precision `accelerate` runs the loop in (see `PRECISIONS`); `checkpointing` switches
+    activation checkpointing (None: on for CUDA, off on the CPU; `model.cost` predicts either).
     """
 
     qk: str = PAPER_METHOD["qk"]
@@ -65,6 +66,8 @@ class InversionConfig:
     checkpoints: tuple[int, ...] = ()  # () = paper default (250,) when steps >= 250; the last step is always kept
     seed: int = 0
     precision: str = "auto"
+    #: activation checkpointing of the UNet's 3D blocks: None = on for CUDA, off on the CPU (where memory is plenty)
+    checkpointing: Optional[bool] = None
 
     def __post_init__(self):
         check_design(self.qk, self.v, self.placement, self.slots)

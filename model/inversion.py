@@ -262,8 +262,8 @@ def train_embeddings(pipe, latents: torch.Tensor, source_prompt: str, config: In
 
     `accelerate` owns autocast, loss scaling and device placement (`config.precision`); only the embeddings'
     optimizer is prepared, the UNet stays frozen where the pipeline put it. Activation checkpointing of the
-    3D blocks is on for CUDA. Draws (t, ε, the debiased loss's frame) come from a CPU generator seeded with
-    `config.seed`: the same on any device, and the CPU run is deterministic.
+    3D blocks follows `config.checkpointing` (default: on for CUDA). Draws (t, ε, the debiased loss's frame) come
+    from a CPU generator seeded with `config.seed`: the same on any device, and the CPU run is deterministic.
 
     `resume` continues a run from its `TrainState` (embeddings, AdamW state, generator state, step, losses);
     `stop_at` ends this call after that step (≤ config.steps) so a caller can evaluate, checkpoint or pause in
@@ -308,7 +308,8 @@ def train_embeddings(pipe, latents: torch.Tensor, source_prompt: str, config: In
         optimizer = accelerator.prepare(adamw)
         if resume is not None and resume.scaler and accelerator.scaler is not None:
             accelerator.scaler.load_state_dict(resume.scaler)
-        restore = _checkpoint_blocks(unet) if cuda else (lambda: None)
+        checkpointing = cuda if config.checkpointing is None else bool(config.checkpointing)
+        restore = _checkpoint_blocks(unet) if checkpointing else (lambda: None)
         embeddings.attach(unet)
         saved = set(config.saved_steps)
         try:
