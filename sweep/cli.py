@@ -72,9 +72,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("plan", help="show what a sweep spec would run (and what the store already holds)",
                        description="Expand the spec's grid over every video × prompt, map grid points to canonical "
                                    "variants, and count DDIM inversions, embedding optimisations and generations, "
-                                   "against a naive one-trial-per-grid-point sweep.")
+                                   "against a naive one-trial-per-grid-point sweep. On a GPU preset, also each "
+                                   "trial's predicted peak GPU memory and GPU-seconds on every GPU type cluster.yaml "
+                                   "names (model.cost's cost model), and a warning when a trial will not fit the GPU "
+                                   "share its resources.gpu asks for.")
     p.add_argument("spec", help="sweep spec (YAML)")
-    p.add_argument("--json", action="store_true", help="print the counts as JSON")
+    p.add_argument("--json", action="store_true", help="print the counts (and GPU predictions) as JSON")
+    _add_gpu_arguments(p)
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("run", help="run a sweep spec on Ray (local or a cluster)",
@@ -98,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true",
                    help="don't write the report at the end (summary.md, report/index.html; `motion-sweep report` does)")
     p.add_argument("--verbose", action="store_true", help="show Tune's own output (its status table, trial logs)")
+    _add_gpu_arguments(p)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="the whole seed ablation grid in the toy world (shipped weights, no GPU)",
@@ -164,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_gpu_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="PATH",
+                   help="the Ray cluster config whose GPU types a trial's predicted memory and time are given for "
+                        "(default: ./cluster.yaml, else the repository's)")
+    p.add_argument("--gpu-type", metavar="TYPE",
+                   help="predict for and check against this GPU type only (vocabulary.GPU_TYPES, e.g. A10G, A100-80GB)")
+
+
 def cmd_invert(args: argparse.Namespace) -> int:
     from model.cli import run_invert
 
@@ -184,15 +197,21 @@ def cmd_score(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from .results.store import Store
+    from .run.gpu_budget import budget_json, format_budget, plan_budget
     from .run.plan import format_summary, make_plan, plan_summary
     from .spec import load_spec
 
     spec = load_spec(args.spec)
-    summary = plan_summary(make_plan(spec), Store(spec.storage))
+    plan = make_plan(spec)
+    summary = plan_summary(plan, Store(spec.storage))
+    budget, warnings = plan_budget(plan, args.cluster, args.gpu_type)  # None: no trial on a GPU preset
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps({**summary, **(budget_json(budget) if budget else {})}, indent=2))
     else:
-        print(format_summary(summary))
+        block = format_budget(budget, spec.resources.gpu) if budget else ""
+        print(format_summary(summary) + ("\n" + block if block else ""))
+    for line in warnings:
+        print(f"motion-sweep plan: warning: {line}", file=sys.stderr)
     return 0
 
 
@@ -231,6 +250,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec)
     summary = run_sweep(spec, address=args.address, max_concurrent=args.max_concurrent, num_cpus=args.num_cpus,
                         max_failures=args.max_failures, retry_errors=args.retry_errors, verbose=int(args.verbose),
+                        cluster=args.cluster, gpu_type=args.gpu_type,
                         **({"preflight_timeout": args.preflight_timeout} if args.preflight_timeout else {}))
     code = _print_run(summary)
     if not args.no_report and spec.has_grid:

@@ -29,6 +29,7 @@ from ..results.store import Store
 from ..results.tables import error_line, load, sample_row, write_part
 from ..spec import Spec
 from .artefacts import ensure_reference_set, reference_set_part
+from .gpu_budget import gpu_fit_warnings
 from .plan import SweepContext, make_plan, save_plan
 from .preflight import PREFLIGHT_TIMEOUT_S, StorageError, init_ray, keep_credentials_out_of_ray, preflight
 from .search import (asha_plan, base_point, format_search, make_scheduler, make_searcher, param_space, sample_trials,
@@ -71,11 +72,13 @@ class RunSummary:
 def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None = None,
               num_cpus: int | None = None, max_failures: int = 2, verbose: int = 0,
               callbacks: list | None = None, preflight_timeout: float = PREFLIGHT_TIMEOUT_S,
-              retry_errors: bool = False) -> RunSummary:
+              retry_errors: bool = False, cluster: str | None = None, gpu_type: str | None = None) -> RunSummary:
     """Run the spec's grid and/or search; `callbacks` are extra Tune callbacks (besides the spec's tracking);
     `preflight_timeout`: seconds to wait for the first worker that fits a trial; `retry_errors`: run again the
     trials whose rows hold errors (their failed samples are computed again and the trial's rows replaced; the
-    samples that succeeded come from the store)."""
+    samples that succeeded come from the store). `cluster` (a cluster.yaml; default ./cluster.yaml or the
+    repository's) and `gpu_type` say which GPUs the warning about a trial's predicted memory checks
+    (`sweep.run.gpu_budget`)."""
     import ray
 
     started = time.perf_counter()
@@ -145,6 +148,9 @@ def run_sweep(spec: Spec, address: str | None = None, max_concurrent: int | None
             return _count_errors(store, spec.name, summary)
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     tracking = tracking_callbacks(spec)  # before Ray starts: a missing package is the user's to fix
+    if spec.resources.gpu > 0:  # before Ray starts: a trial predicted not to fit its GPU share
+        for line in gpu_fit_warnings(plan, cluster, gpu_type):
+            print(f"{spec.name}: warning: {line}", file=sys.stderr)
     we_started = init_ray(address, num_cpus=num_cpus)
     try:
         preflight(spec, plan, store, resources, preflight_timeout)
