@@ -29,25 +29,50 @@ def ray_local(tmp_path_factory):
         ray.shutdown()
 
 
+#: A demo-shaped grid, smaller: the demo's two videos and prompts, MQK 1d with MV 2d or removed, two debias
+#: settings (removing MV leaves nothing to debias: 8 grid points → 6 canonical variants, 4 inversions).
+SMALL_GRID = {"qk": ["1d"], "v": ["2d"], "remove": ["none", "v"], "debias": ["difference", "none"], "seed": [0]}
+
+
+def small_demo_spec(storage: Path, name: str = "demo"):
+    """The demo's spec (`motion-sweep demo --preset tiny` at a few steps) on SMALL_GRID: the same plumbing in a
+    quarter of the trials (the whole demo runs end to end in tests/test_sweep/test_cli.py, slow tier)."""
+    from sweep.demo import demo_spec
+    from sweep.spec import Spec
+
+    spec = demo_spec(storage, name=name, preset="tiny", inversion_steps=3, ddim_steps=2, generation_steps=2)
+    return Spec.model_validate({**spec.model_dump(), "axes": SMALL_GRID})
+
+
 @pytest.fixture(scope="module")
 def demo_run(ray_local, tmp_path_factory):
-    from sweep.demo import demo_spec
     from sweep.run.plan import make_plan
     from sweep.run.runner import run_sweep
 
-    storage = tmp_path_factory.mktemp("demo")
-    spec = demo_spec(storage, preset="tiny", inversion_steps=3, ddim_steps=2, generation_steps=2)
+    spec = small_demo_spec(tmp_path_factory.mktemp("demo"))
     summary = run_sweep(spec, verbose=0)
     return spec, make_plan(spec), summary
+
+
+def test_the_demo_plans_the_seed_grid_over_two_videos(tmp_path):
+    """The whole demo's plan (no Ray): 2 videos × 36 grid points → 20 canonical variants, 8 inversions each."""
+    from sweep.demo import demo_spec
+    from sweep.run.plan import make_plan
+
+    plan = make_plan(demo_spec(tmp_path, preset="tiny", inversion_steps=3, ddim_steps=2, generation_steps=2))
+    assert len(plan.trials) == 16 and len(plan.ddim_inversions) == 2 and not any(t.base for t in plan.trials)
+    assert len(plan.generations()) == 40  # 2 videos × 20 canonical variants × 1 checkpoint
+    assert len(plan.grid_points) == 72  # 36 per video × prompt
+    assert {t.inversion["steps"] for t in plan.trials} == {3}
 
 
 def test_demo_rows_match_the_plan_with_no_errors(demo_run):
     from sweep.results.tables import load
 
     spec, plan, summary = demo_run
-    assert summary.failed == {} and summary.ran == len(plan.trials) == 16 and summary.ddim_inversions == 2
+    assert summary.failed == {} and summary.ran == len(plan.trials) == 4 and summary.ddim_inversions == 2
     table = load(summary.storage)
-    assert table.num_rows == len(plan.generations()) == 40  # 2 videos × 20 canonical variants × 1 checkpoint
+    assert table.num_rows == len(plan.generations()) == 6  # 2 videos × 3 canonical variants × 1 checkpoint
     assert set(table.column("status").to_pylist()) == {"ok"}
     required = {"sweep", "trial_id", "variant", "qk_applied", "v_applied", "remove_applied", "debias_applied", "video",
                 "source_prompt", "prompt", "seed_applied", "checkpoint_step_applied", "text_similarity", "temporal_consistency", "motion_fidelity",
@@ -55,18 +80,18 @@ def test_demo_rows_match_the_plan_with_no_errors(demo_run):
                 "clip_backbone", "tracker", "pretrained_metrics", "device", "generate_seconds", "score_seconds",
                 "code_version"}
     assert required <= set(table.column_names)
-    assert table.column("pretrained_metrics").to_pylist() == [False] * 40
+    assert table.column("pretrained_metrics").to_pylist() == [False] * 6
     for name in ("text_similarity", "temporal_consistency", "motion_fidelity", "appearance_leakage"):
         assert table.column(name).null_count == 0, name
     paths = table.column("video_path").to_pylist()
-    assert len(set(paths)) == 40 and all(Path(p).is_file() for p in paths)
-    # every requested grid point is answered: 36 per video × prompt
+    assert len(set(paths)) == 6 and all(Path(p).is_file() for p in paths)
+    # every requested grid point is answered: 4 per video × prompt (more points than samples)
     points = load(summary.storage, table="points")
-    assert points.num_rows == 72 and points.column("text_similarity").null_count == 0
+    assert points.num_rows == len(plan.grid_points) == 8 and points.column("text_similarity").null_count == 0
     inversions = load(summary.storage, table="inversions")
-    assert inversions.num_rows == 16
+    assert inversions.num_rows == 4
     curves = inversions.column("loss_curve").to_pylist()
-    assert sorted(len(c) for c in curves) == [3] * 16
+    assert sorted(len(c) for c in curves) == [3] * 4
 
 
 def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
@@ -76,13 +101,12 @@ def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
     spec, plan, first = demo_run
     before = load(first.storage).num_rows
     again = run_sweep(spec, verbose=0)
-    assert again.ran == 0 and again.skipped == 16 and again.ddim_inversions == 0
+    assert again.ran == 0 and again.skipped == len(plan.trials) == 4 and again.ddim_inversions == 0
     assert load(first.storage).num_rows == before
 
 
 def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
     """Another sweep over the same videos inverts nothing again (store files untouched)."""
-    from sweep.demo import demo_spec
     from sweep.results.store import Store
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
@@ -91,36 +115,47 @@ def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
     store = Store(spec.storage)
     metas = {t.inversion_key: store.local_path(store.inversion_meta_path(t.inversion_key)).stat().st_mtime_ns
              for t in plan.trials if not t.base}
-    other = demo_spec(Path(spec.storage), name="demo-again", preset="tiny", inversion_steps=3, ddim_steps=2,
-                      generation_steps=2)
+    other = small_demo_spec(Path(spec.storage), name="demo-again")
     summary = run_sweep(other, verbose=0)
     assert summary.failed == {} and summary.ddim_inversions == 0
     for key, mtime in metas.items():
         assert store.local_path(store.inversion_meta_path(key)).stat().st_mtime_ns == mtime
     rows = load(summary.storage)
-    assert rows.num_rows == 40 and set(rows.column("sweep").to_pylist()) == {"demo-again"}
+    assert rows.num_rows == len(plan.generations()) == 6 and set(rows.column("sweep").to_pylist()) == {"demo-again"}
     ours = {r["sample_key"]: r["text_similarity"] for r in load(first.storage).to_pylist()}
     assert all(ours[r["sample_key"]] == r["text_similarity"] for r in rows.to_pylist())
 
 
-def test_an_injected_generation_failure_costs_one_row(ray_local, tmp_path):
+@pytest.fixture(scope="module")
+def bad_input_run(ray_local, tmp_path_factory):
+    """One sweep that meets both bad inputs (shared by the two tests below): a good video whose second prompt
+    fails at generation (FAULT_PROMPT, every time), and a corrupt video."""
     import videoio
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
     from sweep.spec import Spec
 
-    video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
+    tmp_path = tmp_path_factory.mktemp("bad-inputs")
+    good = videoio.write_video(tmp_path / "good.mp4", videoio.moving_shape_video(10, 64, 64))
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
     spec = Spec.model_validate({
         "name": "faults", "preset": "tiny", "storage": str(tmp_path / "results"),
-        "data": [{"video": str(video), "source_prompt": "a square",
-                  "prompts": ["a ball rolls", f"a {FAULT_PROMPT} prompt", "a car drives"]}],
+        "data": [{"video": str(good), "source_prompt": "a square",
+                  "prompts": ["a ball rolls", f"a {FAULT_PROMPT} prompt", "a car drives"]},
+                 {"video": str(bad), "source_prompt": "a square", "prompts": ["a ball rolls"]}],
         "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
         "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
     })
     summary = run_sweep(spec, verbose=0)
-    assert summary.failed == {}
-    rows = load(summary.storage).to_pylist()
+    return summary, load(summary.storage).to_pylist()
+
+
+def test_an_injected_generation_failure_costs_one_row(bad_input_run):
+    summary, rows = bad_input_run
+    rows = [r for r in rows if r["video"] == "good"]
     assert len(rows) == 3
+    assert not {r["trial_id"] for r in rows} & set(summary.failed)  # the trial itself did not fail
     bad = [r for r in rows if r["status"] == "error"]
     assert len(bad) == 1 and FAULT_PROMPT in bad[0]["prompt"] and "injected fault" in bad[0]["error"]
     assert bad[0]["text_similarity"] is None
@@ -201,29 +236,14 @@ axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, n
     assert "missing.mp4" in r.stderr and "3d" in r.stderr  # every problem at once, before Ray starts
 
 
-def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(ray_local, tmp_path):
-    import videoio
-    from sweep.results.tables import load
-    from sweep.run.runner import run_sweep
-    from sweep.spec import Spec
-
-    good = videoio.write_video(tmp_path / "good.mp4", videoio.moving_shape_video(10, 64, 64))
-    bad = tmp_path / "bad.mp4"
-    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
-    spec = Spec.model_validate({
-        "name": "corrupt", "preset": "tiny", "storage": str(tmp_path / "results"),
-        "data": [{"video": str(good), "source_prompt": "a square", "prompts": ["a ball rolls"]},
-                 {"video": str(bad), "source_prompt": "a square", "prompts": ["a ball rolls"]}],
-        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
-        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
-    })
-    summary = run_sweep(spec, verbose=0)
-    rows = load(summary.storage).to_pylist()
-    assert len(rows) == 2
-    by_video = {r["video"]: r for r in rows}
-    assert by_video["good"]["status"] == "ok"
-    assert by_video["bad"]["status"] == "error" and "cannot decode video" in by_video["bad"]["error"]
-    assert any("bad.mp4" in e for e in summary.failed.values())  # and the run's summary names it
+def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(bad_input_run):
+    summary, rows = bad_input_run
+    assert len(rows) == 4
+    good = [r for r in rows if r["video"] == "good" and FAULT_PROMPT not in r["prompt"]]
+    assert len(good) == 2 and {r["status"] for r in good} == {"ok"}
+    [bad] = [r for r in rows if r["video"] == "bad"]
+    assert bad["status"] == "error" and "cannot decode video" in bad["error"]
+    assert len(summary.failed) == 1 and any("bad.mp4" in e for e in summary.failed.values())  # the summary names it
     assert summary.ddim_inversions == 1  # refused by the probe before Ray: no worker ever tried it
 
 

@@ -1,6 +1,7 @@
 """Surviving faults: a crashing trial, a lost node, a killed driver, torn writes, workers that cannot see inputs.
 
-Each test starts its own Ray (bound to 127.0.0.1), bounds its own time, and stops only what it started.
+The fast tests share one local Ray (bound to 127.0.0.1, faults injected in its workers) and one faulty sweep on
+it; the slow ones start their own cluster or driver. Each bounds its own time and stops only what it started.
 """
 
 from __future__ import annotations
@@ -34,105 +35,117 @@ def small_spec(tmp_path: Path, name: str, storage: Path | None = None, videos: i
             "resources": {"cpu": 1, "gpu": gpu}}
 
 
-@pytest.fixture
-def local_ray(tmp_path):
-    """Start a local Ray in the test, with `faults` injected in its workers (tests/helpers/fault_injection.py, through
-    a worker_process_setup_hook; marker files and logs in tmp_path), and stop it afterwards."""
+FAULTY_SOURCE = "a square moves (faulty)"  # the source prompt of the one sweep whose trials meet injected faults
+
+
+def faulty_spec(tmp_path: Path) -> dict:
+    """3 trials of one video (MQK 1d, 2d, removed): the 1d trial crashes once, the 2d trial fails every time
+    (FAULTS), the third runs clean."""
+    spec = small_spec(tmp_path, "faults")
+    spec["data"][0]["source_prompt"] = FAULTY_SOURCE
+    return spec
+
+
+#: Injected in the module's Ray workers (tests/helpers/fault_injection.py): halfway through its inversion, the 1d
+#: trial of FAULTY_SOURCE raises the first time only (a transient crash), the 2d trial raises every time.
+FAULTS = [{"stage": "invert", "source_prompt": FAULTY_SOURCE, "qk": "1d", "step": 2, "once": True},
+          {"stage": "invert", "source_prompt": FAULTY_SOURCE, "qk": "2d", "step": 2}]
+
+
+@pytest.fixture(scope="module")
+def ray_faults(tmp_path_factory):
+    """One local Ray for this module's Ray tests (each used to start its own), FAULTS injected in its workers
+    through a worker_process_setup_hook; marker files and logs in the folder it yields. Stopped afterwards."""
     import ray
 
     from helpers import fault_injection
     from sweep.run.preflight import init_ray
 
-    started = []
-
-    def start(num_cpus: int = 2, faults: list[dict] | None = None):
-        env = fault_injection.runtime_env(faults, tmp_path) if faults else None
-        started.append(init_ray("local", num_cpus=num_cpus, runtime_env=env))
-    yield start
-    if started and started[0]:
+    folder = tmp_path_factory.mktemp("faults")
+    started = init_ray("local", num_cpus=2, runtime_env=fault_injection.runtime_env(FAULTS, folder))
+    yield folder
+    if started:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def fault_run(ray_faults, tmp_path_factory):
+    """One sweep that meets both faults (shared by the crash-once and always-fails tests): max_failures=1, so the
+    crashing trial's one retry passes and the failing trial gives up after its retry."""
+    from sweep.run.plan import make_plan
+    from sweep.run.runner import run_sweep
+    from sweep.spec import Spec
+
+    spec = Spec.model_validate(faulty_spec(tmp_path_factory.mktemp("fault-run")))
+    plan = make_plan(spec)
+    crashes = next(t for t in plan.trials if t.qk == "1d")
+    fails = next(t for t in plan.trials if t.qk == "2d")
+    return plan, crashes, fails, run_sweep(spec, verbose=0, max_failures=1)
 
 
 def rows_by_key(table) -> dict:
     return {r["sample_key"]: r for r in table.to_pylist()}
 
 
-def victim_fault(trial, **fault) -> dict:
-    """A fault in one trial's optimisation (its video's source prompt and its MQK design pick it)."""
-    return {"stage": "invert", "source_prompt": trial.source_prompt, "qk": trial.qk, **fault}
-
-
-def test_a_trial_that_crashes_once_is_retried_and_every_row_lands(tmp_path, local_ray):
+def test_a_trial_that_crashes_once_is_retried_and_every_row_lands(fault_run, ray_faults):
+    from helpers import fault_injection
     from sweep.results.tables import load
-    from sweep.run.plan import make_plan
-    from sweep.run.runner import run_sweep
-    from sweep.spec import Spec
 
-    spec = Spec.model_validate(small_spec(tmp_path, "crash"))
-    plan = make_plan(spec)
-    victim = next(t for t in plan.trials if not t.base)
-    local_ray(faults=[victim_fault(victim, step=2, once=True)])  # crashes once, halfway through its inversion
-    summary = run_sweep(spec, verbose=0)
-    assert summary.failed == {} and summary.ran == 3
-    assert len(list(tmp_path.glob("fault-invert-*"))) == 1  # it did crash
-    table = load(summary.storage)
-    assert table.num_rows == len(plan.generations()) == 3
-    assert set(table.column("status").to_pylist()) == {"ok"}
-
-
-def test_a_trial_that_always_fails_is_reported_not_dropped(tmp_path, local_ray):
-    from sweep.results.tables import load
-    from sweep.run.plan import make_plan
-    from sweep.run.runner import run_sweep
-    from sweep.spec import Spec
-
-    spec = Spec.model_validate({**small_spec(tmp_path, "always"), "axes": {"qk": ["1d", "2d"], "remove": ["none"]}})
-    victim = make_plan(spec).trials[0]
-    local_ray(faults=[victim_fault(victim, step=2)])
-    summary = run_sweep(spec, verbose=0, max_failures=1)
-    assert list(summary.failed) == [victim.trial_id] and "injected fault" in summary.failed[victim.trial_id]
+    plan, crashes, fails, summary = fault_run
+    assert crashes.trial_id not in summary.failed and summary.ran == len(plan.trials) == 3
+    assert (ray_faults / f"fault-invert-0-{FAULTY_SOURCE}-1d").exists()  # it did crash (FAULTS[0]'s marker)
+    starts = [c for c in fault_injection.starts(ray_faults) if c["source_prompt"] == FAULTY_SOURCE and c["qk"] == "1d"]
+    assert len(starts) == 2  # ... and its optimisation was run again
     rows = load(summary.storage)
-    assert rows.num_rows == 1 and victim.trial_id not in rows.column("trial_id").to_pylist()  # the other landed
+    # every row lands: all but the always-failing trial's, each once and ok
+    keys = rows.column("sample_key").to_pylist()
+    expected = [g.sample_key for t in plan.trials if t is not fails for g in t.generations]
+    assert len(keys) == len(set(keys)) == len(expected) == 2 and set(keys) == set(expected)
+    assert set(rows.column("status").to_pylist()) == {"ok"}
+    assert crashes.trial_id in rows.column("trial_id").to_pylist()
 
 
-@pytest.mark.slow
-def test_losing_a_worker_node_mid_sweep_keeps_every_row_once(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
+def test_a_trial_that_always_fails_is_reported_not_dropped(fault_run):
     from sweep.results.tables import load
-    from sweep.run.plan import make_plan
+
+    plan, crashes, fails, summary = fault_run
+    assert list(summary.failed) == [fails.trial_id] and "injected fault" in summary.failed[fails.trial_id]
+    rows = load(summary.storage)
+    trial_ids = rows.column("trial_id").to_pylist()
+    assert fails.trial_id not in trial_ids and len(set(trial_ids)) == 2  # the others landed
+
+
+def test_workers_that_cannot_see_the_videos_fail_before_any_trial(tmp_path, ray_faults, monkeypatch):
+    """Simulated: the worker-side check reports the driver's video path missing (as on a cluster)."""
+    from sweep.run import preflight
+    from sweep.run.preflight import WorkerVisibilityError
     from sweep.run.runner import run_sweep
     from sweep.spec import Spec
 
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no trials
-    try:
-        cluster.add_node(num_cpus=1, num_gpus=1)
-        doomed = cluster.add_node(num_cpus=1, num_gpus=1)
-        ray.init(address=cluster.address)
-        spec = Spec.model_validate(small_spec(tmp_path, "nodeloss", videos=2, gpu=1))
-        plan = make_plan(spec)
-        outcome: dict = {}
-        runner = threading.Thread(target=lambda: outcome.update(summary=run_sweep(spec, verbose=0,
-                                                                                  max_failures=3)))
-        runner.start()
-        inversions = Path(spec.storage) / "store" / "inversions"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline and not any(inversions.glob("*/step-*")):  # trials are running
-            time.sleep(0.2)
-        cluster.remove_node(doomed)
-        runner.join(timeout=600)
-        assert not runner.is_alive(), "sweep did not finish after losing a node"
-        summary = outcome["summary"]
-        assert summary.failed == {}
-        table = load(summary.storage)
-        keys = table.column("sample_key").to_pylist()
-        assert len(keys) == len(set(keys)) == len(plan.generations()) == 6
-        assert set(table.column("status").to_pylist()) == {"ok"}
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+    spec = Spec.model_validate(small_spec(tmp_path, "invisible"))
+    real = preflight._check_worker_side
+    monkeypatch.setattr(preflight, "_check_worker_side",
+                        lambda videos, store, probe: {**real(videos, store, probe), "missing": list(videos)})
+    with pytest.raises(WorkerVisibilityError, match=r"(?s)exist here but not on worker.*--working-dir"):
+        run_sweep(spec, verbose=0)
+    assert not (Path(spec.storage) / "invisible" / "tune").exists()  # no trial started
+
+
+def test_preflight_says_what_it_waits_for_and_gives_up_after_its_timeout(tmp_path, ray_faults, capsys):
+    """A trial needs a GPU that never comes (a CPU-only Ray): run reports the wait, then names the option."""
+    from sweep.results.store import Store
+    from sweep.run.plan import make_plan
+    from sweep.run.preflight import WorkerVisibilityError, preflight
+    from sweep.spec import Spec
+
+    spec = Spec.model_validate(small_spec(tmp_path, "no-gpu", gpu=1))
+    t0 = time.monotonic()
+    with pytest.raises(WorkerVisibilityError, match=r"(?s)no worker with 1 GPU.*within 2 s.*--preflight-timeout"):
+        preflight(spec, make_plan(spec), Store(spec.storage), {"cpu": 1, "gpu": 1}, timeout_s=2.0,
+                  report_every_s=0.5)
+    assert time.monotonic() - t0 < 30
+    waiting = [line for line in capsys.readouterr().err.splitlines() if "waiting for a worker with 1 GPU" in line]
+    assert len(waiting) >= 2 and "of 2 s" in waiting[-1] and "ray status" in waiting[-1]
 
 
 def _run_cli(spec_path: Path, env: dict, **kwargs) -> subprocess.Popen:
@@ -185,7 +198,7 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
 
     spec = Spec.model_validate(spec_dict)
     plan = make_plan(spec)
-    init_ray("local", num_cpus=2)
+    started = init_ray("local", num_cpus=2)  # (or the module's Ray, when the fast tests started it)
     try:
         resumed = run_sweep(spec, verbose=0)
         reference = run_sweep(Spec.model_validate(small_spec(tmp_path, "uninterrupted",
@@ -193,7 +206,8 @@ def test_killed_driver_resumes_without_recomputing(tmp_path):
     finally:
         import ray
 
-        ray.shutdown()
+        if started:
+            ray.shutdown()
     assert resumed.failed == {} and resumed.skipped == len(done) and resumed.ran == len(plan.trials) - len(done)
     assert resumed.restored  # the killed driver's Tune run was continued (Tuner.restore), not started again
     for name, mtime in done.items():  # finished rows were not rewritten
@@ -242,41 +256,6 @@ def test_a_writer_killed_mid_write_leaves_nothing_half_read(tmp_path):
     assert all(p.name.startswith("part-") for p in complete)
 
 
-def test_workers_that_cannot_see_the_videos_fail_before_any_trial(tmp_path, local_ray, monkeypatch):
-    """Simulated: the worker-side check reports the driver's video path missing (as on a cluster)."""
-    from sweep.run import preflight
-    from sweep.run.preflight import WorkerVisibilityError
-    from sweep.run.runner import run_sweep
-    from sweep.spec import Spec
-
-    local_ray()
-    spec = Spec.model_validate(small_spec(tmp_path, "invisible"))
-    real = preflight._check_worker_side
-    monkeypatch.setattr(preflight, "_check_worker_side",
-                        lambda videos, store, probe: {**real(videos, store, probe), "missing": list(videos)})
-    with pytest.raises(WorkerVisibilityError, match=r"(?s)exist here but not on worker.*--working-dir"):
-        run_sweep(spec, verbose=0)
-    assert not (Path(spec.storage) / "invisible" / "tune").exists()  # no trial started
-
-
-def test_preflight_says_what_it_waits_for_and_gives_up_after_its_timeout(tmp_path, local_ray, capsys):
-    """A trial needs a GPU that never comes (a CPU-only Ray): run reports the wait, then names the option."""
-    from sweep.results.store import Store
-    from sweep.run.plan import make_plan
-    from sweep.run.preflight import WorkerVisibilityError, preflight
-    from sweep.spec import Spec
-
-    local_ray()
-    spec = Spec.model_validate(small_spec(tmp_path, "no-gpu", gpu=1))
-    t0 = time.monotonic()
-    with pytest.raises(WorkerVisibilityError, match=r"(?s)no worker with 1 GPU.*within 2 s.*--preflight-timeout"):
-        preflight(spec, make_plan(spec), Store(spec.storage), {"cpu": 1, "gpu": 1}, timeout_s=2.0,
-                  report_every_s=0.5)
-    assert time.monotonic() - t0 < 30
-    waiting = [line for line in capsys.readouterr().err.splitlines() if "waiting for a worker with 1 GPU" in line]
-    assert len(waiting) >= 2 and "of 2 s" in waiting[-1] and "ray status" in waiting[-1]
-
-
 def test_unwritable_storage_fails_before_ray(tmp_path):
     from sweep.run.preflight import StorageError
     from sweep.run.runner import run_sweep
@@ -287,3 +266,44 @@ def test_unwritable_storage_fails_before_ray(tmp_path):
     spec = Spec.model_validate(small_spec(tmp_path, "nostore", storage=blocker / "results"))
     with pytest.raises(StorageError, match="cannot write to the storage"):
         run_sweep(spec, verbose=0)
+
+
+@pytest.mark.slow
+def test_losing_a_worker_node_mid_sweep_keeps_every_row_once(tmp_path):
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from sweep.results.tables import load
+    from sweep.run.plan import make_plan
+    from sweep.run.runner import run_sweep
+    from sweep.spec import Spec
+
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray.shutdown()  # leave the module's Ray, if the fast tests started it (so this test comes last), for the cluster
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})  # the head runs no trials
+    try:
+        cluster.add_node(num_cpus=1, num_gpus=1)
+        doomed = cluster.add_node(num_cpus=1, num_gpus=1)
+        ray.init(address=cluster.address)
+        spec = Spec.model_validate(small_spec(tmp_path, "nodeloss", videos=2, gpu=1))
+        plan = make_plan(spec)
+        outcome: dict = {}
+        runner = threading.Thread(target=lambda: outcome.update(summary=run_sweep(spec, verbose=0,
+                                                                                  max_failures=3)))
+        runner.start()
+        inversions = Path(spec.storage) / "store" / "inversions"
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and not any(inversions.glob("*/step-*")):  # trials are running
+            time.sleep(0.2)
+        cluster.remove_node(doomed)
+        runner.join(timeout=600)
+        assert not runner.is_alive(), "sweep did not finish after losing a node"
+        summary = outcome["summary"]
+        assert summary.failed == {}
+        table = load(summary.storage)
+        keys = table.column("sample_key").to_pylist()
+        assert len(keys) == len(set(keys)) == len(plan.generations()) == 6
+        assert set(table.column("status").to_pylist()) == {"ok"}
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
