@@ -24,6 +24,7 @@ from typing import Any, Iterable, Optional
 
 import vocabulary
 from model.config import GenerationConfig
+from model.cost import precision_name
 from vocabulary import PRESETS
 
 #: The cluster config read when none is named: the working directory's (a Ray job's --working-dir), else the
@@ -42,10 +43,6 @@ INSTANCE_GPUS: dict[str, str] = {
     "g6": "L4",
     "g6e": "L40S",
 }
-
-#: What a GPU trial runs in: the presets' pipelines load in fp16 on CUDA, so "auto" is fp16 autocast; "no" keeps fp32.
-_PRECISION = {"auto": "fp16", "no": "fp32", "fp16": "fp16", "bf16": "bf16"}
-
 
 def _gpu_types() -> dict:
     return vocabulary.GPU_TYPES  # read when used (vocabulary.GpuType: name, memory_gib, peak_tflops, description)
@@ -181,8 +178,8 @@ class GpuBudget:
 
 
 def trial_preset(plan, trial) -> str:
-    """The trial's base model: its own (a preset axis), else the spec's."""
-    return getattr(trial, "preset", "") or plan.spec.preset
+    """The trial's base model (the spec's, or its value of the preset axis)."""
+    return trial.preset or plan.spec.preset
 
 
 def trial_inputs(plan, trial) -> dict:
@@ -201,7 +198,7 @@ def trial_inputs(plan, trial) -> dict:
     steps = [int(g.params.get("steps", GenerationConfig.steps)) for g in gens]
     return {
         "frames": int(inv["frames"]), "height": int(inv["height"]), "width": int(inv["width"]),
-        "qk": trial.qk, "v": trial.v, "precision": _PRECISION.get(str(precision), "fp16"), "checkpointing": True,
+        "qk": trial.qk, "v": trial.v, "precision": precision_name(str(precision)), "checkpointing": True,
         "inversion_steps": 0 if trial.base else int(inv["steps"]), "ddim_steps": int(inv["ddim_steps"]),
         "generations": len(steps), "denoising_steps": round(sum(steps) / len(steps)) if steps else 0,
         "generation_batch": max(batch, 1),
