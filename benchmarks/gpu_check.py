@@ -62,7 +62,7 @@ def random_pipeline(preset: str, device, dtype):
     from diffusers import AutoencoderKL, DDIMScheduler, TextToVideoSDPipeline
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from model.presets import build_unet, clip_tokenizer
+    from model.presets import build_unet, clip_tokenizer, prepare_pipeline
 
     unet = build_unet(preset, device=device, dtype=dtype)
     with torch.device(device):
@@ -73,10 +73,7 @@ def random_pipeline(preset: str, device, dtype):
                               prediction_type="epsilon")
     pipe = TextToVideoSDPipeline(vae=vae, text_encoder=text, tokenizer=clip_tokenizer(), unet=unet,
                                  scheduler=scheduler)
-    pipe.set_progress_bar_config(disable=True)
-    for module in (pipe.unet, pipe.vae, pipe.text_encoder):
-        module.requires_grad_(False)
-    return pipe.to(device)
+    return prepare_pipeline(pipe).to(device)
 
 
 def load(preset: str, device, dtype, model: str | None, tiny: bool):

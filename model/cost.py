@@ -205,12 +205,14 @@ def resident_bytes(preset: str, *, precision: str, height: int, width: int, qk: 
 
 
 def vae_decode(frames_total: int, height: int, width: int, precision: str, model: dict) -> tuple[float, float]:
-    """(peak bytes, FLOP) of decoding `frames_total` frames at once (the pipeline decodes a batch's frames in one
-    call), at the VAE's measured per-pixel rates."""
+    """(peak bytes, FLOP) of decoding `frames_total` frames one at a time (`model.presets.prepare_pipeline` turns
+    on the VAE's slicing): one frame's activations at the VAE's measured per-pixel rate, plus the decoded frames
+    held meanwhile (the slices and their concatenation at the precision, the pipeline's fp32 copy)."""
     fit = model["vae_decode"]
-    pixels = float(height * width) * frames_total
+    pixels = float(height * width)
     per_px = fit["peak_bytes_per_pixel"][precision_class(precision)]
-    return per_px * pixels, fit["flop_per_pixel"] * pixels
+    held = frames_total * pixels * 3 * (2 * PRECISION_BYTES[precision_name(precision)] + 4)
+    return per_px * pixels + held, fit["flop_per_pixel"] * pixels * frames_total
 
 
 def achieved_fraction(gpu: str, precision: str, model: dict | None = None) -> dict[str, float]:
@@ -229,8 +231,9 @@ def predict_trial(preset: str, *, gpu: str, frames: int, height: int, width: int
 
     peak = resident (weights, embeddings + AdamW moments, CUDA context) + the largest of: an inversion step, a
     generation step of min(generation_batch, generations) videos with CFG, a DDIM-inversion step (1 row), the VAE
-    decode of a batch's frames. seconds = total TFLOP / (achieved fraction × the GPU's peak at the precision); the
-    low/high figures combine the fraction's stated range with the FLOP model's validation error.
+    decode of a batch's frames (one frame at a time). seconds = total TFLOP / (achieved fraction × the GPU's peak
+    at the precision); the low/high figures combine the fraction's stated range with the FLOP model's validation
+    error.
     """
     model = model or cost_model()
     if gpu not in GPU_TYPES:

@@ -318,13 +318,11 @@ def _fixes(t: TrialPrediction, gpu: str, share: float, workers: list[Worker]) ->
     per_gpu = trials_per_gpu(memory, high)
     if share < 1 and per_gpu >= 1:
         fixes.append(f"set resources.gpu: {_num(1 / per_gpu)} or more ({per_gpu} such trial(s) per {gpu})")
-    if t.precision == "fp32":
-        fixes.append("set inversion.precision: bf16 (or fp16)")
     batch = int(t.inputs.get("generation_batch", 1))
     if t.dominant in ("generation", "vae_decode") and batch > 1:
         one = _predict_high(t, gpu, generation_batch=1)
         fixes.append(f"(the peak is generation's: {batch} clips per pipeline call, the video's prompts × seeds, "
-                     f"decoded {batch}×{t.frames} frames at once; 1 per call would be up to {one:.1f} GiB)")
+                     f"1 per call (generation.batch_size: 1) would be up to {one:.1f} GiB)")
     frames = _frames_that_fit(t, gpu, min(share, 1.0) * memory)
     if frames:
         fixes.append(f"use fewer frames (inversion.frames: {frames} or fewer fits)")

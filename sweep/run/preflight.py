@@ -46,7 +46,9 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
         return False
     os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     if address in (None, "", "local"):
-        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus, include_dashboard=dashboard,
+        # address="local": a new Ray, never one that `ray start` left running on this machine
+        ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
+                 include_dashboard=dashboard,
                  log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     elif address.startswith("ray://") and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         env = dict(runtime_env or {})

@@ -71,11 +71,11 @@ def test_autoscaling_gpu_worker_types(prepared):
     gpus = _gpu_types(prepared)
     a10g = gpus["gpu-a10g"]
     assert a10g["node_config"]["InstanceType"] == "g5.2xlarge" and a10g["resources"]["GPU"] == 1
-    assert a10g["min_workers"] == 0
+    # the default worker (chosen from the cost model: tests/test_sweep/run/test_gpu_budget.py) scales from zero
+    assert a10g["min_workers"] == 0 and a10g["max_workers"] >= 1
     a100 = gpus["gpu-a100-80gb"]
     assert a100["node_config"]["InstanceType"] == "p4de.24xlarge" and a100["resources"]["GPU"] == 8
-    # the default worker (chosen from the cost model: tests/test_sweep/run/test_gpu_budget.py) scales from zero
-    assert a100["min_workers"] == 0 and a100["max_workers"] >= 1
+    assert a100["min_workers"] == 0 and a100["max_workers"] == 0  # opt-in
     assert sum(t["max_workers"] for t in gpus.values()) >= 1
     assert prepared["max_workers"] >= max(t["max_workers"] for t in gpus.values())
     assert 0 < prepared["idle_timeout_minutes"] <= 60
