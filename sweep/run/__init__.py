@@ -2,6 +2,7 @@
 
     videos.py     the reference videos as files: content hashes, a node's local copy, the probe before Ray
     plan.py       spec -> grid points, canonical variants, trials, content keys (pure)
+    gpu_budget.py a plan's predicted GPU memory and seconds per trial and GPU type (model.cost), fit warnings
     workers.py    what a worker process loads once: the pipeline, the scorer
     artefacts.py  what a trial computes once for everyone: DDIM inversions, FID reference features
     trial.py      one trial without Ray: optimise, generate and score at each checkpoint, write rows

@@ -4,6 +4,7 @@ effect differs between videos), variance shares recovered, degenerate sweeps exp
 copied from compare, and `report` writing the table, its summary.md section and its page."""
 
 import itertools
+import re
 import warnings
 from pathlib import Path
 
@@ -226,6 +227,10 @@ def test_report_writes_the_effects_table_its_section_and_its_plots(tmp_path):
     assert "MV design has one level (2d): no rows for it" in md  # in the notes
     page = (tmp_path / "out" / "report" / "index.html").read_text()
     assert 'id="effects-table"' in page and "Effects on Text similarity" in page
+    nav = page[page.index("<nav>"):page.index("</nav>")]
+    assert '<a href="#effects">Effects</a>' in nav
+    for target in re.findall(r'href="#([^"]+)"', nav):  # every link of the bar lands on the page
+        assert f'id="{target}"' in page, target
     (build,) = (tmp_path / "out" / "report").glob("build-*")
     assert (build / "plots" / "effects-text_similarity.svg").exists()
     assert (build / "plots" / "effects-variance.svg").exists()
