@@ -42,9 +42,13 @@ def add_score_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def format_result(result: dict[str, Any]) -> str:
     """A human-readable table of a score_files() result."""
     lines = []
+    terms = [(name, result.get(f"motion_{name}")) for name in ("camera", "objects")]
     for key in SAMPLE_METRICS:
         v = result.get(key)
         lines.append(f"{key:<26}{'n/a' if v is None else f'{v:.4f}'}")
+        if key == "motion_fidelity" and any(t is not None for _, t in terms):  # the mean of the terms that apply
+            lines.append(f"{'  its terms':<26}" + ", ".join(f"{name} {'n/a' if t is None else f'{t:.4f}'}"
+                                                           for name, t in terms))
     if result.get("unavailable"):
         lines.append(f"{'not computed':<26}{result['unavailable']}")
     feats = result.get("fid_features")

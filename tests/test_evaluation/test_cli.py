@@ -22,6 +22,10 @@ def test_cli_prints_metrics_and_backbones(tmp_path, clips, capsys):
     assert cli_main(["score", "--reference", str(r), "--generated", str(g), "--prompt", "a green circle"]) == 0
     text = capsys.readouterr().out
     assert "motion_fidelity_two_way" in text and "random weights" in text and "plumbing" in text
+    terms = ", ".join(f"{name} {'n/a' if out[f'motion_{name}'] is None else format(out[f'motion_{name}'], '.4f')}"
+                      for name in ("camera", "objects"))
+    lines = text.splitlines()  # the motion score's terms, under it, as --json gives them
+    assert lines[lines.index(next(x for x in lines if x.startswith("motion_fidelity "))) + 1].endswith(terms)
     assert cli_main(["score", "--reference", str(r), "--generated", str(g), "--prompt", " "]) == 2
     assert "prompt is empty" in capsys.readouterr().err
     assert cli_main(["score", "--reference", str(r), "--generated", str(g), "--prompt", "x",
