@@ -321,8 +321,9 @@ def _fixes(t: TrialPrediction, gpu: str, share: float, workers: list[Worker]) ->
     batch = int(t.inputs.get("generation_batch", 1))
     if t.dominant in ("generation", "vae_decode") and batch > 1:
         one = _predict_high(t, gpu, generation_batch=1)
-        fixes.append(f"(the peak is generation's: {batch} clips per pipeline call, the video's prompts × seeds, "
-                     f"1 per call (generation.batch_size: 1) would be up to {one:.1f} GiB)")
+        fixes.append(f"(the peak is generation's: {batch} clips per pipeline call, a video's prompts × seeds up to "
+                     f"{GenerationConfig.batch_size}; with one prompt and seed per video it would be up to "
+                     f"{one:.1f} GiB)")
     frames = _frames_that_fit(t, gpu, min(share, 1.0) * memory)
     if frames:
         fixes.append(f"use fewer frames (inversion.frames: {frames} or fewer fits)")

@@ -125,6 +125,10 @@ def test_the_frames_the_warning_suggests_do_fit(tmp_path, workers):
     [text] = fit_warnings(budget, share, workers, target="A10G")
     frames = int(text.split("inversion.frames: ")[1].split(" ")[0])
     t = budget.largest()
+    # generation sets the peak: the video's 3 prompts in one call; one per call is named with its figure
+    assert t.dominant == "generation" and "3 clips per pipeline call" in text
+    one = float(text.split("one prompt and seed per video it would be up to ")[1].split(" GiB")[0])
+    assert one < t.memory_high("A10G")
     assert 1 <= frames < 24
     fit = predict_trial(t.preset, gpu="A10G", **{**t.inputs, "frames": frames})
     over = predict_trial(t.preset, gpu="A10G", **{**t.inputs, "frames": frames + 1})
