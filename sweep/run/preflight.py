@@ -48,8 +48,7 @@ def init_ray(address: str | None, num_cpus: int | None = None, num_gpus: int | N
     if address in (None, "", "local"):
         # address="local": a new Ray, never one that `ray start` left running on this machine
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, num_gpus=num_gpus,
-                 include_dashboard=dashboard,
-                 log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
+                 include_dashboard=dashboard, log_to_driver=False, configure_logging=False, runtime_env=runtime_env)
     elif address.startswith("ray://") and "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:
         env = dict(runtime_env or {})
         env["env_vars"] = {**{k: os.environ[k] for k in FORWARDED_ENV if k in os.environ}, **env.get("env_vars", {})}
