@@ -12,18 +12,21 @@ import time
 
 import numpy as np
 
+from model.config import ReferenceConfig
+
 from . import data as td
 from .architecture import GENERATION_DEFAULTS, INVERSION_DEFAULTS
 
 
 def transfer_trial(pipe, scorer, reference: np.ndarray, source_prompt: str, prompt: str, seed: int = 0,
                    inversion: dict | None = None, generation: dict | None = None,
-                   debias: tuple[str, ...] = ("difference",), base_noise: tuple[str, ...] = ("blend",)) -> dict:
-    """Invert `reference` (described by `source_prompt`), generate `prompt` with the embeddings (one clip per
-    debias mode) and with the plain base model (same prompt, seed and initial noise; `base_noise` "blend" is
-    BlendInit from the reference's inverted noise as the method uses, "random" pure noise), and score every
-    clip against the reference → {"method:<debias>" | "base:<noise>": scores, ..., "clips": {...},
-    "seconds_inversion": s, "seconds_generation": s per clip}."""
+                   debias: tuple[str, ...] = ("difference",), base_noise: tuple[str, ...] = ("blend",),
+                   ddim_steps: int = ReferenceConfig.ddim_steps) -> dict:
+    """Invert `reference` (described by `source_prompt`; its noise by DDIM inversion in `ddim_steps`), generate
+    `prompt` with the embeddings (one clip per debias mode) and with the plain base model (same prompt, seed and
+    initial noise; `base_noise` "blend" is BlendInit from the reference's inverted noise as the method uses,
+    "random" pure noise), and score every clip against the reference → {"method:<debias>" | "base:<noise>":
+    scores, ..., "clips": {...}, "seconds_inversion": s, "seconds_generation": s per clip}."""
     from model.config import GenerationConfig, InversionConfig
     from model.generation import generate
     from model.inversion import prepare_reference, train_embeddings
@@ -31,7 +34,8 @@ def transfer_trial(pipe, scorer, reference: np.ndarray, source_prompt: str, prom
     inv = InversionConfig(**{"checkpoints": (), **INVERSION_DEFAULTS, **(inversion or {}), "seed": seed})
     gen = GenerationConfig(**{k: v for k, v in {**GENERATION_DEFAULTS, **(generation or {})}.items()})
     t0 = time.perf_counter()
-    ref = prepare_reference(pipe, reference, len(reference), reference.shape[1], reference.shape[2])
+    ref = prepare_reference(pipe, reference, len(reference), reference.shape[1], reference.shape[2],
+                            ddim_steps=ddim_steps)
     trained = train_embeddings(pipe, ref.latents, source_prompt, inv)
     out: dict = {"seconds_inversion": time.perf_counter() - t0, "losses": trained.losses, "clips": {}}
     t1 = time.perf_counter()
@@ -46,7 +50,7 @@ def transfer_trial(pipe, scorer, reference: np.ndarray, source_prompt: str, prom
 
 
 def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | None = None,
-                   generation: dict | None = None) -> dict:
+                   generation: dict | None = None, ddim_steps: int = ReferenceConfig.ddim_steps) -> dict:
     """The method's positive control in small, for a build's log: invert `n` references (shape A, a straight
     motion each, source prompt without motion words) and generate shape B with no motion word, with the
     embeddings (debias `difference`) and with the plain base model from the same seed → the mean motion fidelity
@@ -63,7 +67,7 @@ def transfer_check(pipe, scorer, n: int = 4, seed: int = 900, inversion: dict | 
         ref, _ = td.reference_clip(motion, a, color, background, seed=seed + k)
         prompt = td.caption(b, list(td.COLORS)[(k + 2) % len(td.COLORS)], background)
         res = transfer_trial(pipe, scorer, ref, td.caption(a, color, background), prompt, seed=seed + k,
-                             inversion=inversion, generation=generation, base_noise=("random",))
+                             inversion=inversion, generation=generation, base_noise=("random",), ddim_steps=ddim_steps)
         rows.append((motion, res["method:difference"]["motion_fidelity"], res["base:random"]["motion_fidelity"]))
     method, base = np.array([r[1] for r in rows]), np.array([r[2] for r in rows])
     return dict(n=n, motions=[r[0] for r in rows], method=float(method.mean()), base=float(base.mean()),

@@ -128,14 +128,15 @@ def test_t_max_keeps_the_clip_phase_below_a_share_of_the_noise_schedule(monkeypa
 def test_a_build_can_check_transfer_at_every_sample_check(scorer, judge, monkeypatch):
     """`build --eval-transfer N`: every sample check of the UNet phase also runs `transfer_check` on the EMA
     weights, with the final measurement's references, and the build log shows the curve. Plumbing here: a fresh
-    UNet trained 2 steps on 4 clips, 3 inversion and 2 denoising steps; a build without it has no such column."""
+    UNet trained 2 steps on 4 clips, 3 inversion, 2 denoising and 2 DDIM inversion steps; a build without it has no
+    such column."""
     monkeypatch.setitem(INVERSION_DEFAULTS, "steps", 3)
     monkeypatch.setitem(GENERATION_DEFAULTS, "steps", 2)
     cfg = train.BuildConfig(train_clips=4, unet_steps=2, unet_batch=2, eval_every=2, eval_clips=1, eval_ddim_steps=2,
                             eval_transfer=2)
     calls = []
     check = train.transfer_check
-    monkeypatch.setattr(train, "transfer_check", lambda *a, **k: calls.append(k["seed"]) or check(*a, **k))
+    monkeypatch.setattr(train, "transfer_check", lambda *a, **k: calls.append(k["seed"]) or check(*a, **k, ddim_steps=2))
     log = BuildLog(None)
     train.train_unet(cfg, log, build_vae(), judge, scorer)
     (sample,) = log.data["phases"]["unet"]["evaluations"]

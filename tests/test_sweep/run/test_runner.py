@@ -1,4 +1,6 @@
-"""The sweep end to end on a local Ray bound to 127.0.0.1: demo grid, resume, reuse, injected failures."""
+"""The sweep end to end on a local Ray bound to 127.0.0.1: a demo-shaped grid through `motion-sweep run` (its
+terminal too), resume, reuse, and one sweep that meets every bad input (injected generation faults, a corrupt
+video) and is retried."""
 
 from __future__ import annotations
 
@@ -45,13 +47,23 @@ def small_demo_spec(storage: Path, name: str = "demo"):
 
 
 @pytest.fixture(scope="module")
-def demo_run(ray_local, tmp_path_factory):
-    from sweep.run.plan import make_plan
-    from sweep.run.runner import run_sweep
+def demo_run(tmp_path_factory):
+    """The demo-shaped grid through `motion-sweep run` in a subprocess, as a user runs it (its own local Ray, no
+    faults): the terminal's test and the runner's tests share this one run → (spec, plan, the finished process)."""
+    import yaml
 
-    spec = small_demo_spec(tmp_path_factory.mktemp("demo"))
-    summary = run_sweep(spec, verbose=0)
-    return spec, make_plan(spec), summary
+    from helpers.terminal import motion_sweep
+    from sweep.run.plan import make_plan
+
+    folder = tmp_path_factory.mktemp("demo")
+    spec = small_demo_spec(folder / "results")
+    path = folder / "demo.yaml"
+    path.write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    return spec, make_plan(spec), motion_sweep("run", str(path), "--num-cpus", "2", cwd=folder)
+
+
+def sweep_folder(spec) -> str:
+    return str(Path(spec.storage) / spec.name)
 
 
 def test_the_demo_plans_the_seed_grid_over_two_videos(tmp_path):
@@ -69,9 +81,12 @@ def test_the_demo_plans_the_seed_grid_over_two_videos(tmp_path):
 def test_demo_rows_match_the_plan_with_no_errors(demo_run):
     from sweep.results.tables import load
 
-    spec, plan, summary = demo_run
-    assert summary.failed == {} and summary.ran == len(plan.trials) == 4 and summary.ddim_inversions == 2
-    table = load(summary.storage)
+    spec, plan, result = demo_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert len(plan.trials) == 4 and "FAILED" not in result.stderr
+    assert f"{spec.name}: 4 trial(s) run, 0 already complete, 2 DDIM inversion(s)" in result.stderr
+    storage = sweep_folder(spec)
+    table = load(storage)
     assert table.num_rows == len(plan.generations()) == 6  # 2 videos × 3 canonical variants × 1 checkpoint
     assert set(table.column("status").to_pylist()) == {"ok"}
     required = {"sweep", "trial_id", "variant", "qk_applied", "v_applied", "remove_applied", "debias_applied", "video",
@@ -86,32 +101,41 @@ def test_demo_rows_match_the_plan_with_no_errors(demo_run):
     paths = table.column("video_path").to_pylist()
     assert len(set(paths)) == 6 and all(Path(p).is_file() for p in paths)
     # every requested grid point is answered: 4 per video × prompt (more points than samples)
-    points = load(summary.storage, table="points")
+    points = load(storage, table="points")
     assert points.num_rows == len(plan.grid_points) == 8 and points.column("text_similarity").null_count == 0
-    inversions = load(summary.storage, table="inversions")
+    inversions = load(storage, table="inversions")
     assert inversions.num_rows == 4
     curves = inversions.column("loss_curve").to_pylist()
     assert sorted(len(c) for c in curves) == [3] * 4
 
 
-def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run):
+def test_run_prints_progress_and_ends_on_the_table_and_the_report_path(demo_run):
+    from helpers.terminal import assert_quiet_progress_then_answer
+
+    spec, plan, result = demo_run
+    assert_quiet_progress_then_answer(result, trials=len(plan.trials), sweep=Path(sweep_folder(spec)))
+
+
+def test_rerunning_the_spec_runs_nothing_and_adds_no_rows(demo_run, ray_local):
+    from sweep.cli import _print_run
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
 
-    spec, plan, first = demo_run
-    before = load(first.storage).num_rows
+    spec, plan, _ = demo_run
+    before = load(sweep_folder(spec)).num_rows
     again = run_sweep(spec, verbose=0)
     assert again.ran == 0 and again.skipped == len(plan.trials) == 4 and again.ddim_inversions == 0
-    assert load(first.storage).num_rows == before
+    assert load(sweep_folder(spec)).num_rows == before
+    assert _print_run(again) == 0  # a sweep with no failed trial and no error row is a success
 
 
-def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
+def test_a_new_sweep_reuses_inversions_and_samples(demo_run, ray_local):
     """Another sweep over the same videos inverts nothing again (store files untouched)."""
     from sweep.results.store import Store
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
 
-    spec, plan, first = demo_run
+    spec, plan, _ = demo_run
     store = Store(spec.storage)
     metas = {t.inversion_key: store.local_path(store.inversion_meta_path(t.inversion_key)).stat().st_mtime_ns
              for t in plan.trials if not t.base}
@@ -122,14 +146,16 @@ def test_a_new_sweep_reuses_inversions_and_samples(demo_run):
         assert store.local_path(store.inversion_meta_path(key)).stat().st_mtime_ns == mtime
     rows = load(summary.storage)
     assert rows.num_rows == len(plan.generations()) == 6 and set(rows.column("sweep").to_pylist()) == {"demo-again"}
-    ours = {r["sample_key"]: r["text_similarity"] for r in load(first.storage).to_pylist()}
+    ours = {r["sample_key"]: r["text_similarity"] for r in load(sweep_folder(spec)).to_pylist()}
     assert all(ours[r["sample_key"]] == r["text_similarity"] for r in rows.to_pylist())
 
 
 @pytest.fixture(scope="module")
 def bad_input_run(ray_local, tmp_path_factory):
-    """One sweep that meets both bad inputs (shared by the two tests below): a good video whose second prompt
-    fails at generation (FAULT_PROMPT, every time), and a corrupt video."""
+    """One sweep that meets every bad input at once (shared by the three tests below) → (spec, summary, its rows
+    as first written). One good video under two source prompts: the square's second prompt fails at generation
+    every time (FAULT_PROMPT); the circle's second prompt fails only twice (TRANSIENT_PROMPT: the batch, then
+    alone), so it passes when retried. And a corrupt video."""
     import videoio
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
@@ -141,19 +167,23 @@ def bad_input_run(ray_local, tmp_path_factory):
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42 this is not really a video")
     spec = Spec.model_validate({
         "name": "faults", "preset": "tiny", "storage": str(tmp_path / "results"),
+        # only one trial holds the transient prompt: two trials that both held it would share its two failures
+        # between them (whichever runs first), and each would then pass on its one-by-one retry
         "data": [{"video": str(good), "source_prompt": "a square",
                   "prompts": ["a ball rolls", f"a {FAULT_PROMPT} prompt", "a car drives"]},
+                 {"video": str(good), "source_prompt": "a circle",
+                  "prompts": ["a ball rolls", f"a {TRANSIENT_PROMPT} prompt"]},
                  {"video": str(bad), "source_prompt": "a square", "prompts": ["a ball rolls"]}],
         "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
         "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
     })
     summary = run_sweep(spec, verbose=0)
-    return summary, load(summary.storage).to_pylist()
+    return spec, summary, load(summary.storage).to_pylist()
 
 
 def test_an_injected_generation_failure_costs_one_row(bad_input_run):
-    summary, rows = bad_input_run
-    rows = [r for r in rows if r["video"] == "good"]
+    _, summary, rows = bad_input_run
+    rows = [r for r in rows if r["source_prompt"] == "a square" and r["video"] == "good"]
     assert len(rows) == 3
     assert not {r["trial_id"] for r in rows} & set(summary.failed)  # the trial itself did not fail
     bad = [r for r in rows if r["status"] == "error"]
@@ -162,45 +192,39 @@ def test_an_injected_generation_failure_costs_one_row(bad_input_run):
     assert all(r["text_similarity"] is not None for r in rows if r["status"] == "ok")
 
 
-def test_error_rows_fail_the_run_until_retried_and_retry_errors_replaces_them(ray_local, tmp_path, capsys):
-    import videoio
+def test_error_rows_fail_the_run_until_retried_and_retry_errors_replaces_them(bad_input_run, capsys):
     from sweep.cli import _print_run
     from sweep.results.tables import load
     from sweep.run.runner import run_sweep
-    from sweep.spec import Spec
 
-    video = videoio.write_video(tmp_path / "v.mp4", videoio.moving_shape_video(10, 64, 64))
-    spec = Spec.model_validate({
-        "name": "transient", "preset": "tiny", "storage": str(tmp_path / "results"),
-        # only the first trial holds the transient prompt: two trials that both held it would share its two
-        # failures between them (whichever runs first), and each would then pass on its one-by-one retry
-        "data": [{"video": str(video), "source_prompt": "a square",
-                  "prompts": ["a ball rolls", f"a {TRANSIENT_PROMPT} prompt", "a car drives"]},
-                 {"video": str(video), "source_prompt": "a circle", "prompts": ["a ball rolls", "a car drives"]}],
-        "axes": {"qk": ["1d"], "v": ["2d"], "remove": ["none"], "debias": ["none"]},
-        "inversion": {"steps": 2, "ddim_steps": 2}, "generation": {"steps": 2},
-    })
-    first = run_sweep(spec, verbose=0)  # the square's trial meets the fault twice (batch, then alone): one error row
-    assert first.failed == {} and first.error_rows == 1 and len(first.error_trials) == 1
+    spec, first, rows = bad_input_run
+    # three error rows, one per trial: the square's (FAULT_PROMPT), the circle's (TRANSIENT_PROMPT, met twice:
+    # batch, then alone) and the corrupt video's
+    assert first.error_rows == 3 and len(first.error_trials) == 3
     assert _print_run(first) == 1
     err = capsys.readouterr().err
-    assert "1 error row(s) in 1 trial(s)" in err and "--retry-errors" in err and first.storage in err
-    before = {r["sample_key"]: r for r in load(first.storage).to_pylist()}
-    assert sorted(r["status"] for r in before.values()) == ["error", "ok", "ok", "ok", "ok"]
+    assert "3 error row(s) in 3 trial(s)" in err and "--retry-errors" in err and first.storage in err
+    before = {r["sample_key"]: r for r in rows}
+    assert sorted(r["status"] for r in before.values()) == ["error"] * 3 + ["ok"] * 3
+    [transient] = [k for k, r in before.items() if TRANSIENT_PROMPT in r["prompt"]]
+    [faulty] = [k for k, r in before.items() if FAULT_PROMPT in r["prompt"]]
 
     again = run_sweep(spec, verbose=0)  # a plain re-run: nothing to do, and still not a success
-    assert again.ran == 0 and again.error_rows == 1 and _print_run(again) == 1
+    assert again.ran == 0 and again.error_rows == 3 and _print_run(again) == 1
     capsys.readouterr()
 
     retried = run_sweep(spec, verbose=0, retry_errors=True)
-    assert retried.retried == 1 and retried.ran == 1 and retried.error_rows == 0 and _print_run(retried) == 0
+    # the transient fault is spent: its row comes back ok; the other two fail again, each still one row
+    assert retried.retried == 3 and retried.error_rows == 2 and _print_run(retried) == 1
     after = {r["sample_key"]: r for r in load(first.storage).to_pylist()}
-    assert after.keys() == before.keys() and {r["status"] for r in after.values()} == {"ok"}  # replaced, not added
+    assert after.keys() == before.keys()  # replaced, not added
+    assert after[transient]["status"] == "ok" and after[transient]["text_similarity"] is not None
+    assert after[faulty]["status"] == "error" and "injected fault" in after[faulty]["error"]
     for key, row in before.items():
         if row["status"] == "ok":  # the samples that had succeeded come back from the store unchanged
             assert after[key]["text_similarity"] == row["text_similarity"]
     inversions = [r for r in load(first.storage, table="inversions").to_pylist()
-                  if r["trial_id"] == first.error_trials[0]]
+                  if r["trial_id"] == before[transient]["trial_id"]]
     assert len(inversions) == 1 and inversions[0]["cached"]  # its embeddings were not learned again
 
 
@@ -237,10 +261,10 @@ axes: {{qk: [1d, 2d], v: [2d, 1d], remove: [none, qk, v], debias: [difference, n
 
 
 def test_a_corrupt_video_costs_its_own_rows_not_the_sweep(bad_input_run):
-    summary, rows = bad_input_run
-    assert len(rows) == 4
-    good = [r for r in rows if r["video"] == "good" and FAULT_PROMPT not in r["prompt"]]
-    assert len(good) == 2 and {r["status"] for r in good} == {"ok"}
+    _, summary, rows = bad_input_run
+    assert len(rows) == 6
+    good = [r for r in rows if r["video"] == "good" and not {FAULT_PROMPT, TRANSIENT_PROMPT} & set(r["prompt"].split())]
+    assert len(good) == 3 and {r["status"] for r in good} == {"ok"}
     [bad] = [r for r in rows if r["video"] == "bad"]
     assert bad["status"] == "error" and "cannot decode video" in bad["error"]
     assert len(summary.failed) == 1 and any("bad.mp4" in e for e in summary.failed.values())  # the summary names it
