@@ -20,15 +20,15 @@ from .videos import local_video
 from .workers import device_name, get_pipeline, get_scorer
 
 
-def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str | None):
+def ensure_reference(store: Store, ddim: DDIMInversion, preset: str, model: str | None, owner: str | None = None):
     """The video's cached latent + DDIM inversion (`model.Reference`) from the store, computed and stored on a
-    miss (once across concurrent sweeps: the others wait for it)."""
+    miss (once across concurrent sweeps: the others wait for it; `owner` as in `sweep.results.leases`)."""
     from model import Reference, prepare_reference
 
     rel = store.ddim_path(ddim.ddim_key)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(tmp) / "reference.safetensors"
-        lease = wait_or_lease(store, ddim.ddim_key, lambda: store.exists(rel))
+        lease = wait_or_lease(store, ddim.ddim_key, lambda: store.exists(rel), owner=owner)
         if lease is None:
             return Reference.load(store.download(rel, local))
         try:

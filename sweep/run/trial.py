@@ -53,6 +53,7 @@ class Runtime:
     scorer: Any
     backbones: dict  # the scorer's describe(): backbone names and weights, recorded on every row
     device: str
+    owner: Optional[str] = None  # the leases' owner: this trial across its attempts (sweep.results.leases)
 
 
 class EmbeddingRun:
@@ -127,14 +128,16 @@ class EmbeddingRun:
 
 
 def run_trial(trial: Trial, ddim: DDIMInversion, context: SweepContext, publish: Publish | None = None, *,
-              resume: dict | None = None) -> dict:
+              resume: dict | None = None, owner: str | None = None) -> dict:
     """Run (or resume) one trial and write its rows; returns the summary metrics published last. `resume` is what
-    `load_resume` read from a resume point."""
-    return run_trials([trial], {ddim.ddim_key: ddim}, context, publish, resume=resume)
+    `load_resume` read from a resume point; `owner` names the trial across its attempts (sweep and trial id), so
+    an attempt takes over the leases a dead earlier attempt held instead of waiting them out."""
+    return run_trials([trial], {ddim.ddim_key: ddim}, context, publish, resume=resume, owner=owner)
 
 
 def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], context: SweepContext,
-               publish: Publish | None = None, *, resume: dict | None = None, search: dict | None = None) -> dict:
+               publish: Publish | None = None, *, resume: dict | None = None, search: dict | None = None,
+               owner: str | None = None) -> dict:
     """Run trials that advance together (one for a grid point; one per video for a search sample).
 
     The optimisations run in segments that end at checkpoint steps (where that step's generations are
@@ -150,7 +153,7 @@ def run_trials(trials: list[Trial], ddims: dict[str, DDIMInversion], context: Sw
     preset = presets.pop()
     scorer = get_scorer(context.metrics)
     runtime = Runtime(context, Store(context.storage), get_pipeline(preset, context.models.get(preset)), scorer,
-                      scorer.describe(), device_name())
+                      scorer.describe(), device_name(), owner)
     runs: list[EmbeddingRun] = []
     try:
         for trial in trials:
@@ -166,9 +169,10 @@ def _prepare(trial: Trial, ddim: DDIMInversion, runtime: Runtime, resume: dict) 
     """The trial's reference (and its FID features) from the store or made, and its embeddings run; while this
     process optimises them it holds their lease (another sweep on this storage waits for them, or they for it)."""
     store, context = runtime.store, runtime.context
-    reference = ensure_reference(store, ddim, ddim.preset, context.models.get(ddim.preset))
+    reference = ensure_reference(store, ddim, ddim.preset, context.models.get(ddim.preset), runtime.owner)
     ensure_reference_features(store, context.name, ddim, reference.frames, runtime.scorer)
-    lease = None if trial.base else wait_or_lease(store, trial.inversion_key, lambda: inversion_done(store, trial))
+    lease = None if trial.base else wait_or_lease(store, trial.inversion_key, lambda: inversion_done(store, trial),
+                                                  owner=runtime.owner)
     run = EmbeddingRun(trial, reference, runtime, resume)
     if lease is not None and run.cached:
         lease.release()

@@ -66,7 +66,10 @@ def trainable(config: dict, trials: dict, ddims: dict, context: SweepContext, re
             done = rows.filter(pc.equal(rows["trial_id"], trial.trial_id)).to_pylist()
         tune_publish({**row_summary(done), "inversion_step": trial.inversion["steps"], "trial_seconds": 0.0})
         return
-    run_trial(trial, ddims[trial.ddim_key], context, tune_publish, resume=tune_resume())
+    # the leases' owner: this planned trial of this sweep, whichever attempt (a retry after a dead worker, or
+    # the continuation of a killed driver's run) runs it
+    run_trial(trial, ddims[trial.ddim_key], context, tune_publish, resume=tune_resume(),
+              owner=f"{context.name}/{trial.trial_id}")
 
 
 def search_trainable(config: dict, spec: Spec, fingerprints: dict, context: SweepContext, search: dict) -> None:
@@ -75,8 +78,9 @@ def search_trainable(config: dict, spec: Spec, fingerprints: dict, context: Swee
     from ray import tune
 
     trials, ddims = sample_trials(spec, config, fingerprints)
-    run_trials(trials, ddims, context, tune_publish, resume=tune_resume(),
-               search={**search, "id": tune.get_context().get_trial_id()})
+    sample = tune.get_context().get_trial_id()
+    run_trials(trials, ddims, context, tune_publish, resume=tune_resume(), owner=f"{context.name}/{sample}",
+               search={**search, "id": sample})
 
 
 # --------------------------------------------------------------------------------------------------

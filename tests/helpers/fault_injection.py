@@ -13,13 +13,15 @@ Faults (dicts):
   worker process dies, as on a reclaimed spot node); "once": only the first time (a marker file in the folder).
 
 Every call of train_embeddings is logged to <folder>/starts.jsonl (pid, source prompt, qk, the step it resumes
-from, where it stops), so a test can see a retried trial start from its last checkpoint.
+from, where it stops, the wall-clock time), so a test can see a retried trial start from its last checkpoint,
+and when.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 ENV = "MOTION_SWEEP_TEST_FAULTS"  # read only here, in the workers: the faults and the marker/log folder
@@ -64,7 +66,7 @@ def install() -> None:
         with open(folder / "starts.jsonl", "a") as log:
             log.write(json.dumps({"pid": os.getpid(), "source_prompt": source_prompt, "qk": config.qk,
                                   "from": resume.step if resume is not None else 0,
-                                  "stop_at": kwargs.get("stop_at")}) + "\n")
+                                  "stop_at": kwargs.get("stop_at"), "time": time.time()}) + "\n")
         mine = [(i, f) for i, f in enumerate(faults) if f["stage"] == "invert"
                 and f.get("source_prompt", "") in source_prompt and f.get("qk", config.qk) == config.qk]
 

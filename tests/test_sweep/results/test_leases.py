@@ -56,6 +56,21 @@ def test_a_dead_holders_lease_is_taken_over_after_it_expires(tmp_path):
     lease.release()
 
 
+def test_a_later_attempt_of_the_same_trial_takes_its_dead_attempts_lease_at_once(tmp_path):
+    """A retried (or restored) trial names the same owner: it does not wait out the lease its dead worker held;
+    another sweep's trial, or a holder that names no owner, still waits; the taken-over lease keeps the owner."""
+    store = Store(tmp_path)
+    dead = acquire_lease(store, "key5", "worker-that-died", ttl_s=60, owner="sweep/abc123")
+    assert acquire_lease(store, "key5", "other-sweep", ttl_s=5, owner="other/abc123") is None
+    assert acquire_lease(store, "key5", "no-owner", ttl_s=5) is None
+    t0 = time.monotonic()
+    retry = wait_or_lease(store, "key5", lambda: False, ttl_s=5, poll_s=10, owner="sweep/abc123")
+    assert retry is not None and retry.number == dead.number + 1 and time.monotonic() - t0 < 5  # no poll slept
+    assert retry.owner == "sweep/abc123" and acquire_lease(store, "key5", "other-sweep", ttl_s=5) is None
+    retry.release()
+    assert store.list_files(lease_dir("key5")) == []
+
+
 def test_of_two_sweeps_that_see_a_lease_expire_only_one_takes_it(tmp_path):
     store = Store(tmp_path)
     acquire_lease(store, "key3", "crashed", ttl_s=0.01)

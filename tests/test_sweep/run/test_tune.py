@@ -223,6 +223,10 @@ def test_a_worker_killed_mid_inversion_resumes_from_its_last_checkpoint(faulty_r
     first, retry = [c for c in calls if c["pid"] == pids[0]], [c for c in calls if c["pid"] == pids[1]]
     assert [c["from"] for c in first] == [0, 2, 4]  # segments to the Tune checkpoints at 2 and 4, died in 4→6
     assert retry[0]["from"] == 4  # continued from the last checkpoint, not from step 0
+    # ... at once: it took over the lease its dead attempt held (sweep.results.leases), not waited out its TTL
+    from sweep.results.leases import LEASE_TTL_S
+
+    assert retry[0]["time"] - first[-1]["time"] < LEASE_TTL_S / 2, (first, retry)
 
     # the embeddings and loss curve equal an uninterrupted run's, made in a Ray worker like the trial's (across
     # processes with other thread settings, float32 sums differ at ~1e-6 already before the kill)
