@@ -15,6 +15,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 from concurrent.futures import ProcessPoolExecutor
+from unittest import mock
 
 from toyworld import data as td
 
@@ -62,14 +63,8 @@ def transfer_row(k: int) -> dict:
 
 def transfer_rows(threads: int, processes: int = 2) -> list[dict]:
     """Every reference's row, in order, from `processes` spawned workers of `threads` torch threads each."""
-    before = os.environ.get("OMP_WAIT_POLICY")
-    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"  # read by each worker's OpenMP runtime when it starts
-    try:
-        with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_load,
-                                 initargs=(threads,)) as pool:
-            return list(pool.map(transfer_row, range(len(TRANSFER_MOTIONS))))
-    finally:
-        if before is None:
-            os.environ.pop("OMP_WAIT_POLICY", None)
-        else:
-            os.environ["OMP_WAIT_POLICY"] = before
+    # read by each worker's OpenMP runtime when it starts
+    with mock.patch.dict(os.environ, {"OMP_WAIT_POLICY": "PASSIVE"}), \
+            ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn"), initializer=_load,
+                                initargs=(threads,)) as pool:
+        return list(pool.map(transfer_row, range(len(TRANSFER_MOTIONS))))

@@ -63,7 +63,9 @@ def demo_run(tmp_path_factory):
 
 
 def sweep_folder(spec) -> str:
-    return str(Path(spec.storage) / spec.name)
+    from sweep.results.store import Store
+
+    return Store(spec.storage).uri_of(spec.name)  # what RunSummary.storage holds
 
 
 def test_the_demo_plans_the_seed_grid_over_two_videos(tmp_path):
